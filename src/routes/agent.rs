@@ -1,0 +1,253 @@
+//! The agent surface (SPEC 3, 6): `GET /ws` and the agent's REST routes. The socket
+//! loop authenticates the first frame, registers the session before replaying, and turns
+//! client frames into service calls; all business rules live in `service/`.
+
+use crate::domain::disposition::{CustomActivityInput, DispositionInput, TaskInput};
+use crate::domain::ids::{LeadId, PopupId};
+use crate::domain::user::User;
+use crate::error::{ApiError, ApiJson};
+use crate::hub::Hub;
+use crate::hub::protocol::{self, ClientFrame, close};
+use crate::hub::session::{Closer, SessionHandle, run_writer, send_close};
+use crate::routes::auth::Agent;
+use crate::service::agent::{AgentAuthError, authenticate};
+use crate::service::{agent as agent_service, disposition, popup};
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Agent routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/api/v1/me", get(get_me))
+        .route("/api/v1/me/connectors", get(get_my_connectors))
+        .route("/api/v1/dispositions", post(post_disposition))
+}
+
+/// SPEC 6 — `GET /api/v1/me`.
+async fn get_me(Agent(user): Agent) -> axum::Json<User> {
+    axum::Json(user)
+}
+
+/// SPEC 6 — `GET /api/v1/me/connectors`.
+async fn get_my_connectors(State(state): State<AppState>, Agent(user): Agent) -> Result<axum::Json<Value>, ApiError> {
+    let items = agent_service::my_connectors(&state, &user).await?;
+    Ok(axum::Json(json!({"items": items, "next_cursor": null})))
+}
+
+/// A disposition as the socket's `dispose` frame or `POST /api/v1/dispositions` carries it.
+#[derive(Deserialize)]
+struct DisposeRequest {
+    popup_id: PopupId,
+    #[serde(default)]
+    lead_id: Option<LeadId>,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    notes: Option<String>,
+    #[serde(default)]
+    task: Option<TaskInput>,
+    #[serde(default)]
+    activity: Option<CustomActivityInput>,
+    #[serde(default)]
+    fields: Option<BTreeMap<String, String>>,
+}
+
+impl DisposeRequest {
+    fn into_parts(self) -> (PopupId, DispositionInput) {
+        (
+            self.popup_id,
+            DispositionInput {
+                lead_id: self.lead_id,
+                value: self.value,
+                notes: self.notes,
+                task: self.task,
+                activity: self.activity,
+                fields: self.fields,
+            },
+        )
+    }
+}
+
+/// SPEC 4 — `POST /api/v1/dispositions`.
+async fn post_disposition(State(state): State<AppState>, Agent(user): Agent, ApiJson(req): ApiJson<DisposeRequest>) -> Result<Response, ApiError> {
+    let (popup_id, input) = req.into_parts();
+    let activity_id = disposition::dispose(&state, &user, popup_id, input).await?;
+    Ok((StatusCode::OK, axum::Json(json!({"activity_id": activity_id}))).into_response())
+}
+
+fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true; // not a browser: the token still guards the socket
+    };
+    let Ok(origin) = origin.to_str() else { return false };
+    let origin = origin.trim_end_matches('/');
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok())
+        && (origin == format!("http://{host}") || origin == format!("https://{host}"))
+    {
+        return true;
+    }
+    if let Ok(u) = url::Url::parse(&state.settings.server.public_url)
+        && u.origin().ascii_serialization() == origin
+    {
+        return true;
+    }
+    state.settings.server.allowed_origins.iter().any(|o| o.trim_end_matches('/') == origin)
+}
+
+/// SPEC 3 — `GET /ws`.
+async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if state.shutdown.is_draining() || state.hub.count() >= state.settings.ws.max_sockets {
+        return ApiError::unavailable().into_response();
+    }
+    if !origin_allowed(&state, &headers) {
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this origin may not open agent sockets").into_response();
+    }
+    let max = state.settings.ws.max_message_bytes;
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max.max(64 * 1024) * 2)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| run_socket(state, socket))
+}
+
+#[derive(Deserialize)]
+struct AuthFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    token: String,
+    #[serde(default)]
+    since: Option<i64>,
+}
+
+async fn run_socket(state: AppState, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let ws = &state.settings.ws;
+    let first = tokio::time::timeout(Duration::from_secs(ws.auth_timeout_secs), stream.next()).await;
+    let auth = match first {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AuthFrame>(t.as_str()).ok().filter(|a| a.kind == "auth"),
+        _ => None,
+    };
+    let Some(auth) = auth else {
+        send_close(&mut sink, close::UNAUTHENTICATED).await;
+        return;
+    };
+    let user = match authenticate(&state, &auth.token).await {
+        Ok(u) => u,
+        Err(AgentAuthError::Inactive) => return send_close(&mut sink, close::FORBIDDEN).await,
+        Err(_) => return send_close(&mut sink, close::UNAUTHENTICATED).await,
+    };
+    if state.hub.user_count(user.id) >= ws.max_sockets_per_user {
+        return send_close(&mut sink, close::TOO_MANY).await;
+    }
+
+    let (tx, rx) = mpsc::channel(ws.queue_capacity);
+    let closer = Arc::new(Closer::default());
+    let handle = SessionHandle { id: state.hub.next_session_id(), tx, closer: closer.clone() };
+    // register before replaying, so nothing produced meanwhile is missed
+    state.hub.register(user.id, handle.clone());
+    if state.shutdown.is_draining() {
+        closer.close(close::GOING_AWAY);
+    }
+    let writer = state.shutdown.spawn(run_writer(sink, rx, closer.clone(), Duration::from_secs(ws.heartbeat_secs)));
+
+    match greet(&state, &user, auth.since, &handle).await {
+        Ok(()) => read_loop(&state, &user, &mut stream, &handle).await,
+        Err(e) => {
+            tracing::error!(error = ?e, "socket greeting failed");
+            closer.close(1011);
+        }
+    }
+    state.hub.unregister(user.id, handle.id);
+    closer.close(0);
+    let _ = writer.await;
+}
+
+async fn greet(state: &AppState, user: &User, since: Option<i64>, handle: &SessionHandle) -> Result<(), crate::store::StoreError> {
+    let (ready, seq) = agent_service::ready(state, user).await?;
+    Hub::send_one(handle, ready.to_string().into());
+    for frame in popup::replay(state, user, since, seq).await? {
+        Hub::send_one(handle, frame);
+    }
+    Ok(())
+}
+
+async fn read_loop(state: &AppState, user: &User, stream: &mut futures_util::stream::SplitStream<WebSocket>, handle: &SessionHandle) {
+    let idle = Duration::from_secs(state.settings.ws.idle_timeout_secs);
+    loop {
+        let next = tokio::select! {
+            () = handle.closer.closed() => return,
+            n = tokio::time::timeout(idle, stream.next()) => n,
+        };
+        let msg = match next {
+            Err(_) => return handle.closer.close(close::IDLE),
+            Ok(None) => return,
+            Ok(Some(Err(e))) => {
+                let too_big = matches!(
+                    e.into_inner().downcast_ref::<tungstenite::Error>(),
+                    Some(tungstenite::Error::Capacity(_))
+                );
+                return handle.closer.close(if too_big { close::PROTOCOL } else { 0 });
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        match msg {
+            Message::Text(t) => on_frame(state, user, t.as_str(), handle).await,
+            Message::Binary(_) => return handle.closer.close(close::PROTOCOL),
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+async fn on_frame(state: &AppState, user: &User, text: &str, handle: &SessionHandle) {
+    let frame = match protocol::parse_client(text) {
+        Ok(f) => f,
+        Err(e) => return Hub::send_one(handle, protocol::error(e.code, e.message)),
+    };
+    match frame {
+        ClientFrame::Ping => Hub::send_one(handle, protocol::pong()),
+        ClientFrame::Ack(v) => {
+            if let Some(id) = v.get("popup_id").and_then(Value::as_str).and_then(|s| PopupId::parse(s).ok())
+                && let Err(e) = popup::ack(state, user.id, id).await
+            {
+                tracing::warn!(error = ?e, "ack failed");
+            }
+        }
+        ClientFrame::Request { kind, req, frame } => {
+            let answer = match kind.as_str() {
+                "dispose" => dispose_frame(state, user, frame).await,
+                _ => Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "click_to_call_not_configured",
+                    "click-to-call is not available on this gateway yet",
+                )),
+            };
+            let out = match answer {
+                Ok(data) => protocol::result_ok(&req, data),
+                Err(e) => protocol::result_err(&req, e.body()["error"].clone()),
+            };
+            Hub::send_one(handle, out);
+        }
+    }
+}
+
+async fn dispose_frame(state: &AppState, user: &User, frame: Value) -> Result<Value, ApiError> {
+    let req: DisposeRequest = crate::error::parse_value(frame)?;
+    let (popup_id, input) = req.into_parts();
+    let activity_id = disposition::dispose(state, user, popup_id, input).await?;
+    Ok(json!({"activity_id": activity_id}))
+}

@@ -1,0 +1,86 @@
+//! Dispositions (SPEC 4, without forwarding yet): validate against the connector's
+//! form, then apply everything in one transaction guarded by the popup's state, and
+//! tell every tab of the agent.
+
+use crate::domain::disposition::{DispositionError, DispositionInput, DispositionSettings};
+use crate::domain::ids::{ActivityId, PopupId};
+use crate::domain::user::User;
+use crate::hub::protocol;
+use crate::state::AppState;
+use crate::store::{DisposeError, DispositionWrite, NewEvent, StoreError};
+use serde_json::json;
+
+/// Why a disposition was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DisposeFailure {
+    /// No such popup for this agent.
+    #[error("popup not found")]
+    NotFound,
+    /// The popup is already disposed or expired.
+    #[error("the popup is already disposed")]
+    AlreadyDisposed,
+    /// The submission does not fit the form.
+    #[error(transparent)]
+    Invalid(#[from] DispositionError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<DisposeError> for DisposeFailure {
+    fn from(e: DisposeError) -> Self {
+        match e {
+            DisposeError::NotFound => Self::NotFound,
+            DisposeError::AlreadyDisposed => Self::AlreadyDisposed,
+            DisposeError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
+/// Disposes popup `popup_id` of `user`; returns the `disposition` activity's id.
+///
+/// # Errors
+/// [`DisposeFailure`]; nothing is changed when it fails.
+pub async fn dispose(state: &AppState, user: &User, popup_id: PopupId, input: DispositionInput) -> Result<ActivityId, DisposeFailure> {
+    let popup = state
+        .store
+        .get_popup(popup_id)
+        .await?
+        .filter(|p| p.call.user_id == user.id)
+        .ok_or(DisposeFailure::NotFound)?;
+    if !popup.state.is_open() {
+        return Err(DisposeFailure::AlreadyDisposed);
+    }
+    let connector = state.store.get_connector(popup.call.connector_id).await?;
+    let (form, country) = match &connector {
+        Some(c) => (c.settings.disposition.clone(), c.settings.default_country),
+        None => (DispositionSettings::default(), crate::domain::phone::Country::parse(&state.settings.phone.default_country).map_err(|_| DisposeFailure::NotFound)?),
+    };
+    let disposition = form.validate(input, popup.call.lead_id, &popup.call.candidate_ids, country)?;
+    let activity_id = ActivityId::new();
+    let saved = json!({
+        "popup_id": popup_id,
+        "lead_id": disposition.lead_id,
+        "activity_id": activity_id,
+        "value": disposition.value,
+    });
+    let closed = json!({"popup_id": popup_id, "reason": "disposed"});
+    let write = DispositionWrite {
+        popup_id,
+        user_id: user.id,
+        connector_id: popup.call.connector_id,
+        call_session_id: popup.call.call_session_id.clone(),
+        opportunity_id: popup.call.opportunity_id,
+        disposition,
+        activity_id,
+        events: vec![
+            NewEvent { kind: "disposition_saved", payload: saved.clone() },
+            NewEvent { kind: "popup_closed", payload: closed.clone() },
+        ],
+    };
+    let seqs = state.store.dispose(&write).await?;
+    for ((kind, payload), seq) in [("disposition_saved", &saved), ("popup_closed", &closed)].into_iter().zip(seqs) {
+        state.hub.send(user.id, &protocol::event(kind, seq, payload));
+    }
+    Ok(activity_id)
+}

@@ -1,0 +1,10 @@
+//! The business rules, one file per use case. Services take [`crate::state::AppState`]
+//! handles, decide, store through `store/` and hand events to `hub/`; they never know
+//! about HTTP.
+
+pub mod agent;
+pub mod auth;
+pub mod directory;
+pub mod disposition;
+pub mod popup;
+pub mod tlog;

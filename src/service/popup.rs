@@ -1,0 +1,382 @@
+//! Agent popups (SPEC 2.1): resolve the agent and the lead, store the popup (one per
+//! connector + call session + agent), push it to every socket of the agent, replay
+//! what a reconnecting socket missed, and expire popups nobody closed.
+
+use crate::domain::call::CallEvent;
+use crate::domain::connector::Connector;
+use crate::domain::ids::{LeadId, PopupId, UserId};
+use crate::domain::lead::{Lead, LeadField};
+use crate::domain::phone::AgentNumber;
+use crate::domain::template::{Escape, Placeholder, Template};
+use crate::domain::time::Timestamp;
+use crate::domain::user::User;
+use crate::hub::protocol;
+use crate::state::AppState;
+use crate::store::{LeadWrite, PopupCall, PopupOutcome, PopupRecord, PopupState, StoreError};
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// At most this many other leads are offered as candidates.
+const MAX_CANDIDATES: u32 = 10;
+/// Calls shown in a popup.
+const RECENT_CALLS: u32 = 5;
+
+/// Why a popup was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PopupError {
+    /// `UserId` names no user.
+    #[error("UserId does not name a user")]
+    UserNotFound,
+    /// `LeadId` names no lead.
+    #[error("LeadId does not name a lead")]
+    LeadNotFound,
+    /// `OpportunityId` names no opportunity.
+    #[error("OpportunityId does not name an opportunity")]
+    OpportunityNotFound,
+    /// The user is inactive or does not see this connector.
+    #[error("the user is inactive or does not see this connector")]
+    AgentNotAvailable,
+    /// No active user who sees this connector holds the agent-side number.
+    #[error("no active agent of this connector holds {field}")]
+    AgentNotFound {
+        /// The agent-side number's field.
+        field: &'static str,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the provider is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PopupAnswer {
+    /// The popup.
+    pub id: Option<PopupId>,
+    /// Its lead.
+    pub lead_id: Option<LeadId>,
+    /// Sockets it was queued to.
+    pub delivered: usize,
+    /// Waiting for the agent to connect.
+    pub queued: bool,
+    /// Human summary.
+    pub message: &'static str,
+}
+
+async fn resolve_agent(state: &AppState, connector: &Connector, e: &CallEvent) -> Result<User, PopupError> {
+    if let Some(id) = e.user_id {
+        let user = state.store.get_user(id).await?.ok_or(PopupError::UserNotFound)?;
+        if !user.active || !state.store.user_sees_connector(user.id, connector.id).await? {
+            return Err(PopupError::AgentNotAvailable);
+        }
+        return Ok(user);
+    }
+    let not_found = PopupError::AgentNotFound { field: e.agent_number_field };
+    let Some(number) = &e.agent_number else {
+        return Err(not_found);
+    };
+    match state.store.user_by_number(number.as_str()).await? {
+        Some(u) if u.active && state.store.user_sees_connector(u.id, connector.id).await? => Ok(u),
+        _ => Err(not_found),
+    }
+}
+
+/// Resolves the lead of a call: `LeadId`, else every lead holding the number (the most
+/// recently updated first, the others as candidates), else a new lead. Shared by popups
+/// and call logs. Returns the lead, the candidates and whether it was created.
+///
+/// # Errors
+/// [`PopupError::LeadNotFound`] for an unknown `LeadId`; store failures.
+pub async fn resolve_lead(
+    state: &AppState,
+    connector: &Connector,
+    e: &CallEvent,
+    owner: Option<UserId>,
+    tag: Option<&str>,
+) -> Result<(Lead, Vec<Lead>, bool), PopupError> {
+    if let Some(id) = e.lead_id {
+        let lead = state.store.get_lead(id).await?.ok_or(PopupError::LeadNotFound)?;
+        return Ok((lead, Vec::new(), false));
+    }
+    let Some(number) = &e.lead_number else {
+        return Err(PopupError::LeadNotFound);
+    };
+    let new = LeadWrite {
+        first_name: e.caller_name.clone(),
+        phone: Some(number.clone()),
+        owner_id: owner,
+        source: e
+            .caller_source
+            .as_deref()
+            .map(|s| s.chars().take(50).collect())
+            .or_else(|| connector.settings.lead_source.clone()),
+        origin: tag.map(str::to_owned),
+        ..LeadWrite::default()
+    };
+    let (mut leads, created) = state.store.resolve_lead_by_number(number, MAX_CANDIDATES + 1, &new).await?;
+    let first = leads.remove(0);
+    Ok((first, leads, created))
+}
+
+/// Handles an agent-popup notification for `connector` (already authenticated and
+/// parsed).
+///
+/// # Errors
+/// [`PopupError`] naming what is unknown or unavailable.
+pub async fn show(state: &AppState, connector: &Connector, e: CallEvent) -> Result<PopupAnswer, PopupError> {
+    if !connector.settings.popup.enabled {
+        return Ok(PopupAnswer { id: None, lead_id: None, delivered: 0, queued: false, message: "Agent popup disabled" });
+    }
+    let agent = resolve_agent(state, connector, &e).await?;
+    if let Some(o) = e.opportunity_id
+        && state.store.get_opportunity(o).await?.is_none()
+    {
+        return Err(PopupError::OpportunityNotFound);
+    }
+    let vn = match &e.display_number {
+        Some(n) => state.store.virtual_number(n).await?.filter(|v| v.connector_id == connector.id),
+        None => None,
+    };
+    let tag = vn.as_ref().and_then(|v| v.tag.clone()).or_else(|| e.tag.clone());
+    let (lead, candidates, created) = resolve_lead(state, connector, &e, Some(agent.id), tag.as_deref()).await?;
+    let call = PopupCall {
+        connector_id: connector.id,
+        call_session_id: e.call_session_id.clone(),
+        user_id: agent.id,
+        lead_id: lead.id,
+        candidate_ids: candidates.iter().map(|l| l.id).collect(),
+        new_lead: created,
+        opportunity_id: e.opportunity_id,
+        direction: e.direction,
+        lead_number: e.lead_number.as_ref().map(|n| n.as_str().to_owned()),
+        agent_number: e.agent_number.as_ref().map(|n| n.as_str().to_owned()),
+        virtual_number: e.display_number.as_ref().map(|n| n.as_str().to_owned()),
+        tag,
+    };
+    let (record, outcome) = state.store.upsert_popup(PopupId::new(), &call).await?;
+    if outcome == PopupOutcome::Closed {
+        return Ok(PopupAnswer {
+            id: Some(record.id),
+            lead_id: Some(record.call.lead_id),
+            delivered: 0,
+            queued: false,
+            message: "Popup already closed",
+        });
+    }
+    let kind = if outcome == PopupOutcome::Created { "popup" } else { "popup_update" };
+    let view = PopupView { record: &record, connector, agent: &agent, lead: Some(lead), candidates: Some(candidates) };
+    let body = popup_json(state, view).await?;
+    let delivered = state.hub.send(agent.id, &protocol::event(kind, record.seq, &json!({ "popup": body })));
+    if delivered > 0 && record.state == PopupState::Queued {
+        state.store.mark_delivered(&[record.id]).await?;
+    }
+    Ok(PopupAnswer {
+        id: Some(record.id),
+        lead_id: Some(record.call.lead_id),
+        delivered,
+        queued: delivered == 0,
+        message: if delivered > 0 { "Message broadcasted successfully" } else { "Queued for agent" },
+    })
+}
+
+/// What a popup frame is built from; `lead`/`candidates` are read from the store when
+/// `None`.
+pub struct PopupView<'a> {
+    /// The popup.
+    pub record: &'a PopupRecord,
+    /// Its connector.
+    pub connector: &'a Connector,
+    /// Its agent.
+    pub agent: &'a User,
+    /// Its lead, when already loaded.
+    pub lead: Option<Lead>,
+    /// Its candidates, when already loaded.
+    pub candidates: Option<Vec<Lead>>,
+}
+
+fn lead_json(lead: &Lead, owners: &BTreeMap<UserId, String>) -> Value {
+    let mut v = serde_json::to_value(lead).unwrap_or_default();
+    let owner = lead
+        .owner_id
+        .map(|id| json!({"id": id, "name": owners.get(&id).cloned().unwrap_or_default()}));
+    if let Some(map) = v.as_object_mut() {
+        map.insert("owner".into(), owner.unwrap_or(Value::Null));
+    }
+    v
+}
+
+/// The `popup` object of SPEC 9, in its current state.
+///
+/// # Errors
+/// Store failures.
+pub async fn popup_json(state: &AppState, view: PopupView<'_>) -> Result<Value, StoreError> {
+    let r = view.record;
+    let lead = match view.lead {
+        Some(l) => Some(l),
+        None => state.store.get_lead(r.call.lead_id).await?,
+    };
+    let candidates = match view.candidates {
+        Some(c) => c,
+        None => state.store.get_leads(&r.call.candidate_ids).await?,
+    };
+    let owner_ids: Vec<UserId> = lead.iter().chain(candidates.iter()).filter_map(|l| l.owner_id).collect();
+    let owners = state.store.user_names(&owner_ids).await?;
+    let recent = match &lead {
+        Some(l) => state.store.recent_calls(l.id, RECENT_CALLS).await?,
+        None => Vec::new(),
+    };
+    let panel_url = view
+        .connector
+        .settings
+        .popup
+        .agent_panel_url
+        .as_deref()
+        .and_then(|t| Template::parse(t, &[]).ok())
+        .map(|t| t.render(|p| placeholder_value(p, lead.as_ref(), view.agent, r), Escape::UriComponent));
+    // a live popup is shown as delivered: it is being written to a socket now
+    let state_shown = if r.state == PopupState::Queued { PopupState::Delivered } else { r.state };
+    Ok(json!({
+        "id": r.id,
+        "state": state_shown,
+        "call": {
+            "call_session_id": r.call.call_session_id,
+            "direction": r.call.direction,
+            "lead_number": r.call.lead_number,
+            "agent_number": r.call.agent_number,
+            "virtual_number": r.call.virtual_number,
+            "tag": r.call.tag,
+            "connector_id": view.connector.id,
+            "connector_name": view.connector.settings.name,
+        },
+        "lead": lead.as_ref().map(|l| lead_json(l, &owners)),
+        "new_lead": r.call.new_lead,
+        "opportunity_id": r.call.opportunity_id,
+        "candidates": candidates.iter().map(|l| lead_json(l, &owners)).collect::<Vec<_>>(),
+        "recent_calls": recent,
+        "disposition_form": view.connector.settings.disposition.form(),
+        "agent_panel_url": panel_url,
+        "use_external_url": view.connector.settings.popup.use_external_url,
+    }))
+}
+
+fn placeholder_value(p: &Placeholder, lead: Option<&Lead>, agent: &User, r: &PopupRecord) -> String {
+    let first_number = agent.phone_numbers.first().map(AgentNumber::as_str).unwrap_or_default();
+    match p {
+        Placeholder::Lead { field, default } => LeadField::parse(field)
+            .ok()
+            .and_then(|f| lead.and_then(|l| l.get(&f)))
+            .unwrap_or_else(|| default.clone()),
+        Placeholder::UserTeamId { default } => agent.team_ids.first().map_or_else(|| default.clone(), |t| t.to_string()),
+        Placeholder::UserGroupIds { default } => {
+            if agent.group_ids.is_empty() { default.clone() } else { agent.group_ids.join(",") }
+        }
+        Placeholder::Named("leadId") => r.call.lead_id.to_string(),
+        Placeholder::Named("opportunityId") => r.call.opportunity_id.map(|o| o.to_string()).unwrap_or_default(),
+        Placeholder::Named("virtualNumber") => r.call.virtual_number.clone().unwrap_or_default(),
+        Placeholder::Named("PhoneNumberWithCountryCode") => r.call.lead_number.clone().unwrap_or_default(),
+        Placeholder::Named("customerNumber") => r
+            .call
+            .lead_number
+            .as_deref()
+            .map(|n| crate::domain::phone::PhoneNumber::from_e164_unchecked_db(n.to_owned()).national_significant())
+            .unwrap_or_default(),
+        Placeholder::Named("agentNumber") => first_number.to_owned(),
+        Placeholder::Named("agentName") => agent.name.clone(),
+        Placeholder::Named("agentEmail") => agent.email.clone(),
+        Placeholder::Named(_) => String::new(),
+    }
+}
+
+/// The frames a socket of `user` gets after `ready` (SPEC 3): with `since` absent or
+/// ahead of the current `seq`, one `popup` per open popup, oldest first; otherwise every
+/// kept event after `since`, in order. Queued popups replayed become `delivered`.
+///
+/// # Errors
+/// Store failures.
+pub async fn replay(state: &AppState, user: &User, since: Option<i64>, current: i64) -> Result<Vec<Utf8Bytes>, StoreError> {
+    let mut connectors: BTreeMap<String, Connector> = BTreeMap::new();
+    let mut frames = Vec::new();
+    let mut queued = Vec::new();
+    let mut push_popup = async |record: &PopupRecord, kind: &str, seq: i64, frames: &mut Vec<Utf8Bytes>| -> Result<(), StoreError> {
+        let key = record.call.connector_id.to_string();
+        if !connectors.contains_key(&key) {
+            match state.store.get_connector(record.call.connector_id).await? {
+                Some(c) => {
+                    connectors.insert(key.clone(), c);
+                }
+                None => return Ok(()),
+            }
+        }
+        let Some(connector) = connectors.get(&key) else { return Ok(()) };
+        let view = PopupView { record, connector, agent: user, lead: None, candidates: None };
+        let body = popup_json(state, view).await?;
+        frames.push(protocol::event(kind, seq, &json!({ "popup": body })));
+        Ok(())
+    };
+    match since {
+        Some(k) if k <= current => {
+            for ev in state.store.events_since(user.id, k).await? {
+                match (ev.payload, ev.popup_id) {
+                    (Some(p), _) => frames.push(protocol::event(&ev.kind, ev.seq, &p)),
+                    (None, Some(pid)) => {
+                        if let Some(record) = state.store.get_popup(pid).await?.filter(|r| r.state.is_open()) {
+                            if record.state == PopupState::Queued {
+                                queued.push(record.id);
+                            }
+                            push_popup(&record, &ev.kind, ev.seq, &mut frames).await?;
+                        }
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        _ => {
+            for record in state.store.open_popups(user.id).await? {
+                if record.state == PopupState::Queued {
+                    queued.push(record.id);
+                }
+                push_popup(&record, "popup", record.seq, &mut frames).await?;
+            }
+        }
+    }
+    state.store.mark_delivered(&queued).await?;
+    Ok(frames)
+}
+
+/// Acknowledges a popup of `user` (SPEC 3 `ack`); unknown or closed popups are ignored.
+///
+/// # Errors
+/// Store failures.
+pub async fn ack(state: &AppState, user: UserId, popup: PopupId) -> Result<(), StoreError> {
+    state.store.ack_popup(user, popup).await?;
+    Ok(())
+}
+
+/// Expires popups past `popup.ttl_secs` (queued) or `popup.open_max_secs` (open) and
+/// tells their agents; prunes replay events past `popup.ttl_secs`. Runs until shutdown.
+pub async fn run_expiry(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Timestamp::now();
+        let ttl = i64::try_from(state.settings.popup.ttl_secs).unwrap_or(i64::MAX / 2000);
+        let open_max = i64::try_from(state.settings.popup.open_max_secs).unwrap_or(i64::MAX / 2000);
+        let payload = |id: PopupId| json!({"popup_id": id, "reason": "expired"});
+        match state.store.expire_popups(now.plus_secs(-ttl), now.plus_secs(-open_max), &payload).await {
+            Ok(expired) => {
+                for e in expired {
+                    state.hub.send(e.user_id, &protocol::event("popup_closed", e.seq, &payload(e.popup_id)));
+                }
+            }
+            Err(e) => tracing::warn!(error = ?e, "expiring popups failed"),
+        }
+        if let Err(e) = state.store.prune_events(now.plus_secs(-ttl)).await {
+            tracing::warn!(error = ?e, "pruning events failed");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! `AppState`: the Arc'd handles every route and service works with.
+
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::service::auth::Keys;
+use crate::service::tlog::TelephonyLog;
+use crate::shutdown::Shutdown;
+use crate::store::DynStore;
+use std::sync::Arc;
+
+/// Shared state of one node.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: DynStore,
+    /// Open sockets of this node.
+    pub hub: Arc<Hub>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// Admin token and JWT keys.
+    pub keys: Arc<Keys>,
+    /// Telephony-log writer.
+    pub tlog: TelephonyLog,
+    /// Stop signal and task tracker.
+    pub shutdown: Shutdown,
+}

@@ -1,0 +1,628 @@
+//! Persistence: the [`Store`] trait and its implementations. The store is the truth for
+//! popups, `seq`, generated secrets and idempotency; uniqueness is enforced by the
+//! database (unique indexes, guarded updates), never by check-then-insert.
+
+pub mod sqlite;
+
+use crate::domain::call::Direction;
+use crate::domain::connector::{Connector, ConnectorKind, ConnectorSettings};
+use crate::domain::disposition::Disposition;
+use crate::domain::ids::{
+    ActivityId, ConnectorId, LeadId, OpportunityId, PopupId, TeamId, TelephonyLogId, UserId,
+    VirtualNumberId,
+};
+use crate::domain::lead::{Activity, Lead, Opportunity, OpportunityStatus};
+use crate::domain::phone::{AgentNumber, PhoneNumber};
+use crate::domain::time::Timestamp;
+use crate::domain::user::{Role, Team, User};
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Store failures the callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique rule was violated; `code` is the API error code, `field` the input field.
+    #[error("conflict: {code}")]
+    Conflict {
+        /// e.g. `email_in_use`.
+        code: &'static str,
+        /// The input field at fault.
+        field: String,
+    },
+    /// A referenced row does not exist (e.g. an unknown team id in a user).
+    #[error("unknown reference in {field}")]
+    UnknownReference {
+        /// The input field at fault.
+        field: String,
+    },
+    /// The database failed; nothing was committed.
+    #[error("store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unavailable(e.into())
+    }
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A shared store handle.
+pub type DynStore = Arc<dyn Store>;
+
+/// Position after the last item of a page: newest-first keyset pagination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last item's time (ms).
+    pub at: i64,
+    /// The last item's id.
+    pub id: String,
+}
+
+impl Cursor {
+    /// The opaque text form.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.at, self.id))
+    }
+
+    /// Reads the opaque text form.
+    pub fn decode(raw: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (at, id) = text.split_once(':')?;
+        Some(Self {
+            at: at.parse().ok()?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+/// Which page of a list.
+#[derive(Clone, Debug)]
+pub struct PageRequest {
+    /// At most this many items (1..=500).
+    pub limit: u32,
+    /// Continue after this item.
+    pub cursor: Option<Cursor>,
+}
+
+/// One page of a list.
+#[derive(Clone, Debug, Serialize)]
+pub struct Page<T> {
+    /// Items, newest first.
+    pub items: Vec<T>,
+    /// Where the next page starts, when there is one.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched items.
+    pub fn from_fetched(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> Self {
+        let limit = limit as usize;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|i| key(i).encode())
+        } else {
+            None
+        };
+        Self { items, next_cursor }
+    }
+}
+
+/// A connector to create.
+pub struct NewConnector {
+    /// Its id.
+    pub id: ConnectorId,
+    /// Its format.
+    pub kind: ConnectorKind,
+    /// Generated access key.
+    pub access_key: String,
+    /// Generated secret key.
+    pub secret_key: String,
+    /// Its settings.
+    pub settings: ConnectorSettings,
+}
+
+/// A virtual number owned by a connector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VirtualNumber {
+    /// Its id.
+    pub id: VirtualNumberId,
+    /// E.164.
+    pub number: PhoneNumber,
+    /// Optional tag (a new lead's origin).
+    pub tag: Option<String>,
+    /// Its owner.
+    pub connector_id: ConnectorId,
+    /// When it was added.
+    pub created_at: Timestamp,
+}
+
+/// Every writable field of a user (create and full update).
+#[derive(Clone, Debug)]
+pub struct UserWrite {
+    /// Display name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+    /// Numbers and extensions.
+    pub phone_numbers: Vec<AgentNumber>,
+    /// Teams.
+    pub team_ids: Vec<TeamId>,
+    /// Provider groups.
+    pub group_ids: Vec<String>,
+    /// Role.
+    pub role: Role,
+    /// Active flag.
+    pub active: bool,
+    /// Provider agent id per connector id.
+    pub provider_agent_ids: BTreeMap<String, String>,
+}
+
+/// Every writable field of a lead (create and full update).
+#[derive(Clone, Debug, Default)]
+pub struct LeadWrite {
+    /// First name.
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// Email.
+    pub email: Option<String>,
+    /// Phone.
+    pub phone: Option<PhoneNumber>,
+    /// Mobile.
+    pub mobile: Option<PhoneNumber>,
+    /// Further numbers.
+    pub secondary_numbers: Vec<PhoneNumber>,
+    /// Owner.
+    pub owner_id: Option<UserId>,
+    /// Source.
+    pub source: Option<String>,
+    /// Origin.
+    pub origin: Option<String>,
+    /// Stage.
+    pub stage: Option<String>,
+    /// Custom fields.
+    pub fields: BTreeMap<String, String>,
+    /// External id (unique).
+    pub external_id: Option<String>,
+}
+
+impl From<&Lead> for LeadWrite {
+    fn from(l: &Lead) -> Self {
+        Self {
+            first_name: l.first_name.clone(),
+            last_name: l.last_name.clone(),
+            email: l.email.clone(),
+            phone: l.phone.clone(),
+            mobile: l.mobile.clone(),
+            secondary_numbers: l.secondary_numbers.clone(),
+            owner_id: l.owner_id,
+            source: l.source.clone(),
+            origin: l.origin.clone(),
+            stage: l.stage.clone(),
+            fields: l.fields.clone(),
+            external_id: l.external_id.clone(),
+        }
+    }
+}
+
+/// How to filter a lead list.
+#[derive(Clone, Debug)]
+pub enum LeadFilter {
+    /// Every lead.
+    All,
+    /// Leads holding this number.
+    Number(PhoneNumber),
+    /// Case-insensitive prefix of first name, last name or email.
+    Prefix(String),
+}
+
+/// Every writable field of an opportunity.
+#[derive(Clone, Debug)]
+pub struct OpportunityWrite {
+    /// The lead.
+    pub lead_id: LeadId,
+    /// Name.
+    pub name: String,
+    /// Owner.
+    pub owner_id: Option<UserId>,
+    /// Status.
+    pub status: OpportunityStatus,
+}
+
+/// An activity list filter.
+#[derive(Clone, Debug, Default)]
+pub struct ActivityFilter {
+    /// Of this lead.
+    pub lead_id: Option<LeadId>,
+    /// Of this opportunity.
+    pub opportunity_id: Option<OpportunityId>,
+    /// Of this user.
+    pub user_id: Option<UserId>,
+    /// Created at or after.
+    pub since: Option<Timestamp>,
+}
+
+/// A popup's life cycle (SPEC 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PopupState {
+    /// Not yet written to any socket.
+    Queued,
+    /// Written to at least one socket.
+    Delivered,
+    /// A client acknowledged it.
+    Acked,
+    /// A disposition was accepted.
+    Disposed,
+    /// It timed out.
+    Expired,
+}
+
+impl PopupState {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Delivered => "delivered",
+            Self::Acked => "acked",
+            Self::Disposed => "disposed",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "queued" => Self::Queued,
+            "delivered" => Self::Delivered,
+            "acked" => Self::Acked,
+            "disposed" => Self::Disposed,
+            "expired" => Self::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Open popups are replayed, updated and disposed.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Queued | Self::Delivered | Self::Acked)
+    }
+}
+
+/// The call details a popup carries (what a repost may change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PopupCall {
+    /// The connector.
+    pub connector_id: ConnectorId,
+    /// The provider's call id.
+    pub call_session_id: String,
+    /// The agent.
+    pub user_id: UserId,
+    /// The chosen lead.
+    pub lead_id: LeadId,
+    /// Other leads holding the number.
+    pub candidate_ids: Vec<LeadId>,
+    /// Whether the lead was created for this call.
+    pub new_lead: bool,
+    /// The opportunity, if any.
+    pub opportunity_id: Option<OpportunityId>,
+    /// Direction.
+    pub direction: Direction,
+    /// Customer number (E.164).
+    pub lead_number: Option<String>,
+    /// Agent number or extension.
+    pub agent_number: Option<String>,
+    /// Virtual number (E.164).
+    pub virtual_number: Option<String>,
+    /// Tag of the virtual number, or the request's.
+    pub tag: Option<String>,
+}
+
+/// A popup as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PopupRecord {
+    /// Its id.
+    pub id: PopupId,
+    /// The call.
+    pub call: PopupCall,
+    /// Its state.
+    pub state: PopupState,
+    /// `seq` of its latest `popup`/`popup_update` event.
+    pub seq: i64,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// What [`Store::upsert_popup`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PopupOutcome {
+    /// A new popup (event `popup`).
+    Created,
+    /// An open popup was updated in place (event `popup_update`).
+    Updated,
+    /// The popup is disposed or expired: nothing changed.
+    Closed,
+}
+
+/// A kept event of a user (SPEC 3 replay).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Its `seq`.
+    pub seq: i64,
+    /// Frame type.
+    pub kind: String,
+    /// The popup it concerns.
+    pub popup_id: Option<PopupId>,
+    /// The frame body (without `type`/`seq`); `None` for `popup`/`popup_update`, whose
+    /// body is rebuilt from the popup's current state.
+    pub payload: Option<serde_json::Value>,
+}
+
+/// An event to append in the same transaction as the change that produces it.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// Frame type.
+    pub kind: &'static str,
+    /// Frame body without `type`/`seq`.
+    pub payload: serde_json::Value,
+}
+
+/// An accepted disposition to apply atomically.
+#[derive(Clone, Debug)]
+pub struct DispositionWrite {
+    /// The popup.
+    pub popup_id: PopupId,
+    /// The agent (must own the popup).
+    pub user_id: UserId,
+    /// The connector of the popup.
+    pub connector_id: ConnectorId,
+    /// The call session of the popup.
+    pub call_session_id: String,
+    /// The opportunity of the popup.
+    pub opportunity_id: Option<OpportunityId>,
+    /// What to write.
+    pub disposition: Disposition,
+    /// Id of the `disposition` activity.
+    pub activity_id: ActivityId,
+    /// Events to append (each gets the next `seq` of the user).
+    pub events: Vec<NewEvent>,
+}
+
+/// Why a dispose was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DisposeError {
+    /// No such popup for this user.
+    #[error("not found")]
+    NotFound,
+    /// Already disposed or expired.
+    #[error("already disposed")]
+    AlreadyDisposed,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A popup closed by expiry.
+#[derive(Clone, Debug)]
+pub struct ExpiredPopup {
+    /// The agent.
+    pub user_id: UserId,
+    /// The popup.
+    pub popup_id: PopupId,
+    /// `seq` of its `popup_closed` event.
+    pub seq: i64,
+}
+
+/// One telephony-log row (SPEC 6).
+#[derive(Clone, Debug, Serialize)]
+pub struct TelephonyLogRow {
+    /// Its id.
+    pub id: TelephonyLogId,
+    /// When the request arrived.
+    pub at: Timestamp,
+    /// The connector whose access key was presented.
+    pub connector_id: Option<ConnectorId>,
+    /// `agent_popup`, `call_log`, …
+    pub endpoint: String,
+    /// Our answer's status.
+    pub http_status: u16,
+    /// `ok`, `duplicate`, `rejected`, `failed`.
+    pub outcome: String,
+    /// The error code answered.
+    pub error_code: Option<String>,
+    /// The error message answered.
+    pub error_message: Option<String>,
+    /// The call session, when known.
+    pub call_session_id: Option<String>,
+    /// Time to answer.
+    pub latency_us: i64,
+    /// The request body without keys.
+    pub request: serde_json::Value,
+}
+
+/// Telephony-log list filter.
+#[derive(Clone, Debug, Default)]
+pub struct TelephonyLogFilter {
+    /// Connector.
+    pub connector_id: Option<ConnectorId>,
+    /// Endpoint.
+    pub endpoint: Option<String>,
+    /// Outcome.
+    pub outcome: Option<String>,
+    /// Call session id.
+    pub call_session_id: Option<String>,
+    /// At or after.
+    pub since: Option<Timestamp>,
+    /// Before.
+    pub until: Option<Timestamp>,
+}
+
+/// The gateway's persistence. Every method is atomic; `# Errors` for all:
+/// [`StoreError::Unavailable`] when the database fails, plus the variants named.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Commits a probe write (readiness).
+    async fn probe(&self) -> StoreResult<()>;
+    /// Stores `candidate` under `name` unless a value exists; returns the kept value and
+    /// whether it was inserted now.
+    async fn secret_insert_or_get(&self, name: &str, candidate: &str) -> StoreResult<(String, bool)>;
+
+    /// Creates a connector; the first one becomes the default.
+    async fn create_connector(&self, c: NewConnector) -> StoreResult<Connector>;
+    /// Lists connectors, newest first.
+    async fn list_connectors(&self, page: &PageRequest) -> StoreResult<Page<Connector>>;
+    /// One connector.
+    async fn get_connector(&self, id: ConnectorId) -> StoreResult<Option<Connector>>;
+    /// The connector holding this access key.
+    async fn connector_by_access_key(&self, key: &str) -> StoreResult<Option<Connector>>;
+    /// Replaces a connector's settings ([`StoreError::NotFound`]).
+    async fn update_connector(&self, id: ConnectorId, s: &ConnectorSettings) -> StoreResult<Connector>;
+    /// Deletes a connector, its numbers and team assignments; promotes the oldest
+    /// remaining connector when it was the default ([`StoreError::NotFound`]).
+    async fn delete_connector(&self, id: ConnectorId) -> StoreResult<()>;
+    /// Replaces the teams a connector is assigned to.
+    async fn set_connector_teams(&self, id: ConnectorId, teams: &[TeamId]) -> StoreResult<()>;
+    /// Adds a virtual number ([`StoreError::Conflict`] `number_in_use`).
+    async fn add_virtual_number(&self, vn: VirtualNumber) -> StoreResult<VirtualNumber>;
+    /// A connector's numbers, oldest first.
+    async fn list_virtual_numbers(&self, connector: ConnectorId) -> StoreResult<Vec<VirtualNumber>>;
+    /// Retags a number ([`StoreError::NotFound`]).
+    async fn retag_virtual_number(
+        &self,
+        connector: ConnectorId,
+        id: VirtualNumberId,
+        tag: Option<String>,
+    ) -> StoreResult<VirtualNumber>;
+    /// Removes a number ([`StoreError::NotFound`]).
+    async fn delete_virtual_number(&self, connector: ConnectorId, id: VirtualNumberId) -> StoreResult<()>;
+    /// The virtual number equal to `number`, whichever connector owns it.
+    async fn virtual_number(&self, number: &PhoneNumber) -> StoreResult<Option<VirtualNumber>>;
+
+    /// Creates a team.
+    async fn create_team(&self, id: TeamId, name: &str) -> StoreResult<Team>;
+    /// Lists teams.
+    async fn list_teams(&self, page: &PageRequest) -> StoreResult<Page<Team>>;
+    /// One team.
+    async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>>;
+    /// Renames a team ([`StoreError::NotFound`]).
+    async fn rename_team(&self, id: TeamId, name: &str) -> StoreResult<Team>;
+    /// Deletes a team ([`StoreError::NotFound`]).
+    async fn delete_team(&self, id: TeamId) -> StoreResult<()>;
+
+    /// Creates a user ([`StoreError::Conflict`] `email_in_use`/`number_in_use`,
+    /// [`StoreError::UnknownReference`] for a team).
+    async fn create_user(&self, id: UserId, u: &UserWrite) -> StoreResult<User>;
+    /// Lists users.
+    async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>>;
+    /// One user.
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// The user with this email (case-insensitive).
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    /// The user holding this number or extension (as stored).
+    async fn user_by_number(&self, number: &str) -> StoreResult<Option<User>>;
+    /// Replaces a user's fields (errors as create, plus [`StoreError::NotFound`]).
+    async fn update_user(&self, id: UserId, u: &UserWrite) -> StoreResult<User>;
+    /// Deletes a user ([`StoreError::NotFound`]).
+    async fn delete_user(&self, id: UserId) -> StoreResult<()>;
+    /// Whether the user sees the connector (SPEC 1 team rule).
+    async fn user_sees_connector(&self, user: UserId, connector: ConnectorId) -> StoreResult<bool>;
+    /// The connectors the user sees, oldest first.
+    async fn visible_connectors(&self, user: UserId) -> StoreResult<Vec<Connector>>;
+    /// Names of these users.
+    async fn user_names(&self, ids: &[UserId]) -> StoreResult<BTreeMap<UserId, String>>;
+
+    /// Creates a lead ([`StoreError::Conflict`] `external_id_in_use`).
+    async fn create_lead(&self, id: LeadId, l: &LeadWrite) -> StoreResult<Lead>;
+    /// Lists leads, newest first.
+    async fn list_leads(&self, filter: &LeadFilter, page: &PageRequest) -> StoreResult<Page<Lead>>;
+    /// One lead.
+    async fn get_lead(&self, id: LeadId) -> StoreResult<Option<Lead>>;
+    /// These leads, in the order given (missing ones skipped).
+    async fn get_leads(&self, ids: &[LeadId]) -> StoreResult<Vec<Lead>>;
+    /// Replaces a lead's fields (errors as create, plus [`StoreError::NotFound`]).
+    async fn update_lead(&self, id: LeadId, l: &LeadWrite) -> StoreResult<Lead>;
+    /// Deletes a lead ([`StoreError::NotFound`]).
+    async fn delete_lead(&self, id: LeadId) -> StoreResult<()>;
+    /// Every lead holding `number` (most recently updated first, at most `limit`);
+    /// when none does, creates `new` under a per-number lock so that concurrent calls
+    /// make one lead. Returns the leads and whether the (single) lead was created.
+    async fn resolve_lead_by_number(
+        &self,
+        number: &PhoneNumber,
+        limit: u32,
+        new: &LeadWrite,
+    ) -> StoreResult<(Vec<Lead>, bool)>;
+
+    /// Creates an opportunity ([`StoreError::UnknownReference`] for the lead).
+    async fn create_opportunity(&self, id: OpportunityId, o: &OpportunityWrite) -> StoreResult<Opportunity>;
+    /// Lists opportunities, optionally of one lead.
+    async fn list_opportunities(&self, lead: Option<LeadId>, page: &PageRequest) -> StoreResult<Page<Opportunity>>;
+    /// One opportunity.
+    async fn get_opportunity(&self, id: OpportunityId) -> StoreResult<Option<Opportunity>>;
+    /// Replaces an opportunity ([`StoreError::NotFound`]).
+    async fn update_opportunity(&self, id: OpportunityId, o: &OpportunityWrite) -> StoreResult<Opportunity>;
+    /// Deletes an opportunity ([`StoreError::NotFound`]).
+    async fn delete_opportunity(&self, id: OpportunityId) -> StoreResult<()>;
+
+    /// Lists activities, newest first.
+    async fn list_activities(&self, f: &ActivityFilter, page: &PageRequest) -> StoreResult<Page<Activity>>;
+    /// A lead's last `limit` call activities, newest first.
+    async fn recent_calls(&self, lead: LeadId, limit: u32) -> StoreResult<Vec<Activity>>;
+
+    /// Inserts a popup, or updates the open popup of the same connector + call session
+    /// + user in place; appends its `popup`/`popup_update` event. A closed popup is left
+    /// unchanged. `new_id` is used when a popup is created.
+    async fn upsert_popup(&self, new_id: PopupId, call: &PopupCall) -> StoreResult<(PopupRecord, PopupOutcome)>;
+    /// One popup.
+    async fn get_popup(&self, id: PopupId) -> StoreResult<Option<PopupRecord>>;
+    /// A user's open popups, oldest first.
+    async fn open_popups(&self, user: UserId) -> StoreResult<Vec<PopupRecord>>;
+    /// Marks these popups `delivered` when still `queued`.
+    async fn mark_delivered(&self, ids: &[PopupId]) -> StoreResult<()>;
+    /// Marks a popup of this user `acked` when `queued`/`delivered`.
+    async fn ack_popup(&self, user: UserId, id: PopupId) -> StoreResult<bool>;
+    /// The user's current `seq`.
+    async fn current_seq(&self, user: UserId) -> StoreResult<i64>;
+    /// Kept events of the user with `seq > after`, in order.
+    async fn events_since(&self, user: UserId, after: i64) -> StoreResult<Vec<StoredEvent>>;
+    /// Applies an accepted disposition in one transaction guarded by the popup's
+    /// state; returns the `seq` of each event appended.
+    async fn dispose(&self, d: &DispositionWrite) -> Result<Vec<i64>, DisposeError>;
+    /// Expires popups `queued` since before `queued_before` or open since before
+    /// `open_before`, appending a `popup_closed` event built by `payload`.
+    async fn expire_popups(
+        &self,
+        queued_before: Timestamp,
+        open_before: Timestamp,
+        payload: &(dyn Fn(PopupId) -> serde_json::Value + Send + Sync),
+    ) -> StoreResult<Vec<ExpiredPopup>>;
+    /// Drops events older than `before` whose popup is not open.
+    async fn prune_events(&self, before: Timestamp) -> StoreResult<u64>;
+
+    /// Writes telephony-log rows.
+    async fn insert_telephony_logs(&self, rows: &[TelephonyLogRow]) -> StoreResult<()>;
+    /// Lists telephony-log rows, newest first.
+    async fn list_telephony_logs(&self, f: &TelephonyLogFilter, page: &PageRequest) -> StoreResult<Page<TelephonyLogRow>>;
+}
+
+/// Opens the store named by `url` (creating and migrating it).
+///
+/// # Errors
+/// An unsupported URL, or a database that cannot be opened or migrated.
+pub async fn open(url: &str) -> anyhow::Result<DynStore> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        anyhow::bail!("unsupported store.url scheme (use sqlite://)")
+    }
+}
