@@ -1,0 +1,241 @@
+//! `spawn_app()` and the `TestApp` helpers every test uses.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use utc_gateway::app::App;
+use utc_gateway::config::Settings;
+use utc_gateway::state::AppState;
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub _dir: tempfile::TempDir,
+}
+
+/// A connector created through the API, with its keys.
+pub struct TestConnector {
+    pub id: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.store.url = format!("sqlite://{}/utc.db", dir.path().display());
+    let admin_token = format!("admin-{}", uuid::Uuid::new_v4());
+    settings.auth.admin_token = Some(admin_token.clone().into());
+    settings.log.level = "warn".into();
+    tweak(&mut settings);
+    settings.validate().unwrap();
+    let app = App::build(settings).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let state = app.state().clone();
+    let handle = tokio::spawn(app.run_until_stopped());
+    TestApp { addr, admin_token, client: reqwest::Client::new(), state, handle, _dir: dir }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// An admin API call; returns status and JSON body (null when empty).
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(&self.admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let (status, body) = self.admin(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let (status, out) = self.admin(reqwest::Method::POST, path, Some(body)).await;
+        assert_eq!(status, 201, "POST {path}: {out}");
+        out
+    }
+
+    pub async fn create_connector(&self, body: Value) -> TestConnector {
+        let c = self.admin_post("/api/v1/connectors", body).await;
+        TestConnector {
+            id: c["id"].as_str().unwrap().to_owned(),
+            access_key: c["access_key"].as_str().unwrap().to_owned(),
+            secret_key: c["secret_key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A connector named "Exotel" with the given disposition form.
+    pub async fn connector(&self) -> TestConnector {
+        self.create_connector(json!({"name": "Exotel", "disposition": {"values": ["Interested", "Not interested"]}})).await
+    }
+
+    /// Creates an agent with these numbers; returns (id, token).
+    pub async fn agent(&self, email: &str, numbers: &[&str]) -> (String, String) {
+        let u = self.admin_post("/api/v1/users", json!({"name": email, "email": email, "phone_numbers": numbers})).await;
+        let id = u["id"].as_str().unwrap().to_owned();
+        let t = self.admin_post(&format!("/api/v1/users/{id}/tokens"), json!({})).await;
+        (id, t["token"].as_str().unwrap().to_owned())
+    }
+
+    pub async fn create_lead(&self, body: Value) -> String {
+        self.admin_post("/api/v1/leads", body).await["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn leads_with_phone(&self, phone: &str) -> Vec<Value> {
+        let v = self.admin_get(&format!("/api/v1/leads?phone={}", urlencode(phone))).await;
+        v["items"].as_array().unwrap().clone()
+    }
+
+    pub async fn lead_count(&self) -> usize {
+        self.admin_get("/api/v1/leads?limit=500").await["items"].as_array().unwrap().len()
+    }
+
+    pub async fn activities(&self, lead_id: &str) -> Vec<Value> {
+        self.admin_get(&format!("/api/v1/activities?lead_id={lead_id}")).await["items"].as_array().unwrap().clone()
+    }
+
+    /// Posts an agent popup with keys in the query string; returns status and body.
+    pub async fn post_popup(&self, c: &TestConnector, body: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.url(&format!("/v2/Telephony.svc/ShowAgentPopup?accessKey={}&secretKey={}", c.access_key, c.secret_key)))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    /// Posts a generic inbound popup from `caller` to the agent on `agent_number`.
+    pub async fn popup(&self, c: &TestConnector, caller: &str, agent_number: &str, session: &str) -> Value {
+        let body = json!({"SourceNumber": caller, "DestinationNumber": agent_number, "Direction": "Inbound", "CallSessionId": session});
+        let (status, out) = self.post_popup(c, &body.to_string()).await;
+        assert_eq!(status, 200, "{out}");
+        out["Message"].clone()
+    }
+
+    /// Waits until telephony-log rows matching `query` exist (they are written off the
+    /// request path) and returns them.
+    pub async fn telephony_logs(&self, query: &str, at_least: usize) -> Vec<Value> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let rows = self.admin_get(&format!("/api/v1/telephony-logs?{query}")).await["items"].as_array().unwrap().clone();
+                if rows.len() >= at_least {
+                    return rows;
+                }
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("telephony-log rows did not appear")
+    }
+
+    /// Opens an agent socket and authenticates; returns it after `ready`.
+    pub async fn agent_socket(&self, token: &str, since: Option<i64>) -> (AgentSocket, Value) {
+        let mut s = self.raw_socket().await;
+        s.send(json!({"type": "auth", "token": token, "since": since})).await;
+        let ready = s.expect("ready").await;
+        (s, ready)
+    }
+
+    pub async fn raw_socket(&self) -> AgentSocket {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await.unwrap();
+        AgentSocket { ws }
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub struct AgentSocket {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a socket saw next.
+#[derive(Debug)]
+pub enum Seen {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+impl AgentSocket {
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+    }
+
+    /// The next JSON frame or the close, skipping pings.
+    pub async fn next(&mut self) -> Seen {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(t))) => return Seen::Frame(serde_json::from_str(t.as_str()).unwrap()),
+                    Some(Ok(Message::Close(f))) => return Seen::Closed(f.map(|f| u16::from(f.code))),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Seen::Closed(None),
+                }
+            }
+        })
+        .await
+        .expect("no frame within the wait")
+    }
+
+    /// The next frame, which must have this `type`.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        match self.next().await {
+            Seen::Frame(f) if f["type"] == kind => f,
+            other => panic!("expected a {kind} frame, saw {other:?}"),
+        }
+    }
+
+    /// The close code the server sends next.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.next().await {
+                Seen::Closed(code) => return code,
+                Seen::Frame(_) => {}
+            }
+        }
+    }
+
+    /// Sends a ping frame and waits for its pong: every frame the server queued before
+    /// is then known to have been read (or is in `seen`).
+    pub async fn drain(&mut self) -> Vec<Value> {
+        self.send(json!({"type": "ping"})).await;
+        let mut seen = Vec::new();
+        loop {
+            match self.next().await {
+                Seen::Frame(f) if f["type"] == "pong" => return seen,
+                Seen::Frame(f) => seen.push(f),
+                Seen::Closed(c) => panic!("closed while draining: {c:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real app on port 0 with a real SQLite file and real
+//! WebSocket clients. One test binary; one module per surface.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod admin;
+mod dispose;
+mod helpers;
+mod popup;
+mod socket;
