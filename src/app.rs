@@ -19,13 +19,13 @@ use axum::extract::{Request, State};
 use axum::http::Uri;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tower::Layer as _;
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::Layer as _;
 
 /// A built, bound, not yet serving node.
 pub struct App {
@@ -57,7 +57,13 @@ impl App {
             tlog,
             shutdown: Shutdown::new(),
         };
-        Ok(Self { listener, state, flush, tlog_task, generated_admin_token })
+        Ok(Self {
+            listener,
+            state,
+            flush,
+            tlog_task,
+            generated_admin_token,
+        })
     }
 
     /// The bound address.
@@ -83,9 +89,18 @@ impl App {
     /// # Errors
     /// The server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, state, flush, tlog_task, .. } = self;
+        let Self {
+            listener,
+            state,
+            flush,
+            tlog_task,
+            ..
+        } = self;
         let shutdown = state.shutdown.clone();
-        shutdown.spawn(crate::service::popup::run_expiry(state.clone(), Duration::from_secs(1)));
+        shutdown.spawn(crate::service::popup::run_expiry(
+            state.clone(),
+            Duration::from_secs(1),
+        ));
         {
             let hub = state.hub.clone();
             let token = shutdown.token.clone();
@@ -97,8 +112,11 @@ impl App {
         let grace = Duration::from_secs(state.settings.server.shutdown_grace_secs);
         let app = router(state);
         let service = tower::util::MapRequestLayer::new(rewrite_lgtc_path).layer(app);
-        let serve = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(service))
-            .with_graceful_shutdown(shutdown.token.clone().cancelled_owned());
+        let serve = axum::serve(
+            listener,
+            axum::ServiceExt::<Request>::into_make_service(service),
+        )
+        .with_graceful_shutdown(shutdown.token.clone().cancelled_owned());
         let deadline = async {
             shutdown.token.cancelled().await;
             tokio::time::sleep(grace).await;
@@ -110,7 +128,10 @@ impl App {
         flush.cancel();
         let _ = tlog_task.await;
         shutdown.tracker.close();
-        if tokio::time::timeout(grace, shutdown.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, shutdown.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background tasks still running at the shutdown deadline");
         }
         tracing::info!("stopped");
@@ -153,7 +174,8 @@ async fn surface(State(state): State<AppState>, mut req: Request, next: Next) ->
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    req.extensions_mut().insert(BodyLimit(state.settings.server.max_body_bytes));
+    req.extensions_mut()
+        .insert(BodyLimit(state.settings.server.max_body_bytes));
     let limit = Duration::from_secs(state.settings.server.request_timeout_secs);
     let res = if path == "/ws" {
         next.run(req).await

@@ -28,7 +28,13 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, retry_after: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
     }
 
     /// Names the offending field.
@@ -39,22 +45,39 @@ impl ApiError {
 
     /// 422 `validation_failed` naming `field`.
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message).with_field(field)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        )
+        .with_field(field)
     }
 
     /// 404 `not_found`.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// 401 `unauthorized`.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        )
     }
 
     /// 503 `unavailable`.
     pub fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the service is unavailable; nothing was changed")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service is unavailable; nothing was changed",
+        )
     }
 
     /// The JSON body.
@@ -67,7 +90,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         res
     }
@@ -77,9 +101,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::not_found("resource"),
-            StoreError::Conflict { code, field } => {
-                Self::new(StatusCode::CONFLICT, code, format!("{field} is already in use")).with_field(field)
-            }
+            StoreError::Conflict { code, field } => Self::new(
+                StatusCode::CONFLICT,
+                code,
+                format!("{field} is already in use"),
+            )
+            .with_field(field),
             StoreError::UnknownReference { field } => {
                 Self::validation(field.clone(), format!("{field} does not exist"))
             }
@@ -107,7 +134,12 @@ pub struct ProviderError {
 impl ProviderError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     /// Names the offending field.
@@ -118,7 +150,11 @@ impl ProviderError {
 
     /// 503 `ServiceUnavailable`.
     pub fn unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "Service unavailable; nothing was accepted")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "Service unavailable; nothing was accepted",
+        )
     }
 
     /// The envelope body.
@@ -156,12 +192,19 @@ impl From<crate::domain::call::FieldError> for ProviderError {
 ///
 /// # Errors
 /// `None` when the body is larger than `limit` or cannot be read.
-pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, BodyError> {
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, BodyError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");
-        if too_large { BodyError::TooLarge } else { BodyError::Unreadable }
+        if too_large {
+            BodyError::TooLarge
+        } else {
+            BodyError::Unreadable
+        }
     })
 }
 
@@ -191,14 +234,33 @@ where
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let limit = req.extensions().get::<BodyLimit>().map_or(65536, |l| l.0);
-        let bytes = read_body(req.into_body(), limit).await.map_err(|e| match e {
-            BodyError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large"),
-            BodyError::Unreadable => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body could not be read"),
+        let bytes = read_body(req.into_body(), limit)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the body is too large",
+                ),
+                BodyError::Unreadable => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    "the body could not be read",
+                ),
+            })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("malformed JSON: {e}"),
+            )
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("malformed JSON: {e}")))?;
         if !value.is_object() {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body must be a JSON object"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body must be a JSON object",
+            ));
         }
         parse_value(value).map(ApiJson)
     }
@@ -253,7 +315,11 @@ where
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or_default();
         serde_urlencoded::from_str(q).map(ApiQuery).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("the query cannot be read: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("the query cannot be read: {e}"),
+            )
         })
     }
 }

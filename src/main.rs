@@ -23,7 +23,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = app.local_addr()?;
     println!("utc-gateway listening on http://{addr}");
     if let Some(token) = app.generated_admin_token() {
-        println!("admin token (generated now, shown once; keep it): {}", token.expose_secret());
+        println!(
+            "admin token (generated now, shown once; keep it): {}",
+            token.expose_secret()
+        );
     }
     let token = app.state().shutdown.token.clone();
     tokio::spawn(async move {

@@ -14,7 +14,13 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(&log.level).map_err(|e| anyhow::anyhow!("log.level: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(sink);
-    let result = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(sink);
+    let result = if log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
     result.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }

@@ -208,15 +208,24 @@ impl DispositionSettings {
         if !self.values.is_empty() && !self.values.contains(&value) {
             return Err(refuse("value", "value is not one of the form's values"));
         }
-        let disposition_field = LeadField::parse(&self.field)
-            .map_err(|_| refuse("value", "the connector's disposition field cannot be written"))?;
+        let disposition_field = LeadField::parse(&self.field).map_err(|_| {
+            refuse(
+                "value",
+                "the connector's disposition field cannot be written",
+            )
+        })?;
         let mut writes = vec![(disposition_field, value.clone())];
 
         let task = match (input.task, &self.task) {
             (Some(_), FollowUp { enabled: false, .. }) => {
                 return Err(refuse("task", "this form has no task follow-up"));
             }
-            (None, FollowUp { mandatory: true, .. }) => {
+            (
+                None,
+                FollowUp {
+                    mandatory: true, ..
+                },
+            ) => {
                 return Err(refuse("task", "a task is mandatory"));
             }
             (None, _) => None,
@@ -224,9 +233,8 @@ impl DispositionSettings {
                 let subject = non_empty(Some(&t.subject))
                     .ok_or_else(|| refuse("task.subject", "task.subject is mandatory"))?
                     .to_owned();
-                let due_at = Timestamp::parse_rfc3339(&t.due_at).map_err(|_| {
-                    refuse("task.due_at", "task.due_at must be an RFC 3339 time")
-                })?;
+                let due_at = Timestamp::parse_rfc3339(&t.due_at)
+                    .map_err(|_| refuse("task.due_at", "task.due_at must be an RFC 3339 time"))?;
                 Some(Task { subject, due_at })
             }
         };
@@ -265,8 +273,7 @@ impl DispositionSettings {
             if !self.field_update.fields.contains(&name) {
                 return Err(refuse(path, "this field may not be written"));
             }
-            let field =
-                LeadField::parse(&name).map_err(|e| refuse(path.clone(), e.to_string()))?;
+            let field = LeadField::parse(&name).map_err(|e| refuse(path.clone(), e.to_string()))?;
             let value = match field {
                 LeadField::Phone | LeadField::Mobile => PhoneNumber::parse(&raw, country)
                     .map_err(|e| refuse(path.clone(), e.to_string()))?
@@ -336,19 +343,43 @@ mod tests {
     #[test]
     fn refusals_name_the_field_at_fault() {
         let cases: Vec<(DispositionInput, &str)> = vec![
-            (DispositionInput { value: "Maybe".into(), ..input() }, "value"),
-            (DispositionInput { value: " ".into(), ..input() }, "value"),
-            (DispositionInput { task: None, ..input() }, "task"),
             (
                 DispositionInput {
-                    task: Some(TaskInput { subject: "x".into(), due_at: "tomorrow".into() }),
+                    value: "Maybe".into(),
+                    ..input()
+                },
+                "value",
+            ),
+            (
+                DispositionInput {
+                    value: " ".into(),
+                    ..input()
+                },
+                "value",
+            ),
+            (
+                DispositionInput {
+                    task: None,
+                    ..input()
+                },
+                "task",
+            ),
+            (
+                DispositionInput {
+                    task: Some(TaskInput {
+                        subject: "x".into(),
+                        due_at: "tomorrow".into(),
+                    }),
                     ..input()
                 },
                 "task.due_at",
             ),
             (
                 DispositionInput {
-                    activity: Some(CustomActivityInput { kind: "Lunch".into(), note: None }),
+                    activity: Some(CustomActivityInput {
+                        kind: "Lunch".into(),
+                        note: None,
+                    }),
                     ..input()
                 },
                 "activity.type",
@@ -367,7 +398,13 @@ mod tests {
                 },
                 "fields.phone",
             ),
-            (DispositionInput { lead_id: Some(LeadId::new()), ..input() }, "lead_id"),
+            (
+                DispositionInput {
+                    lead_id: Some(LeadId::new()),
+                    ..input()
+                },
+                "lead_id",
+            ),
         ];
         for (i, field) in cases {
             assert_eq!(check(i).unwrap_err().field, field);

@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn lead_fields_are_matched_exactly_and_ids_are_read_only() {
         assert_eq!(LeadField::parse("stage"), Ok(LeadField::Stage));
-        assert_eq!(LeadField::parse("Stage"), Ok(LeadField::Custom("Stage".into())));
+        assert_eq!(
+            LeadField::parse("Stage"),
+            Ok(LeadField::Custom("Stage".into()))
+        );
         assert_eq!(LeadField::parse("owner_id"), Err(ReadOnlyField));
         assert_eq!(LeadField::parse("id"), Err(ReadOnlyField));
     }

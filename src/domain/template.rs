@@ -223,7 +223,13 @@ mod tests {
             Err(TemplateError::UnknownPlaceholder(1))
         );
         assert!(Template::parse("@{Lead:first_name", &[]).is_err());
-        assert!(Template::parse("@dispositionValue", &[]).unwrap().segments.len() == 1);
+        assert!(
+            Template::parse("@dispositionValue", &[])
+                .unwrap()
+                .segments
+                .len()
+                == 1
+        );
         assert!(Template::parse("@dispositionValue", FORWARD_NAMES).is_ok());
     }
 

@@ -37,7 +37,9 @@ pub fn event(kind: &str, seq: i64, payload: &Value) -> Utf8Bytes {
 
 /// `{"type":"error","error":{"code","message"}}`
 pub fn error(code: &str, message: &str) -> Utf8Bytes {
-    json!({"type": "error", "error": {"code": code, "message": message}}).to_string().into()
+    json!({"type": "error", "error": {"code": code, "message": message}})
+        .to_string()
+        .into()
 }
 
 /// `{"type":"pong"}`
@@ -47,12 +49,16 @@ pub fn pong() -> Utf8Bytes {
 
 /// A successful `result`.
 pub fn result_ok(req: &str, data: Value) -> Utf8Bytes {
-    json!({"type": "result", "req": req, "ok": true, "data": data}).to_string().into()
+    json!({"type": "result", "req": req, "ok": true, "data": data})
+        .to_string()
+        .into()
 }
 
 /// A failed `result` carrying the API error object.
 pub fn result_err(req: &str, error: Value) -> Utf8Bytes {
-    json!({"type": "result", "req": req, "ok": false, "error": error}).to_string().into()
+    json!({"type": "result", "req": req, "ok": false, "error": error})
+        .to_string()
+        .into()
 }
 
 /// A client frame after the first (`auth`) one.
@@ -87,19 +93,33 @@ pub struct FrameError {
 /// # Errors
 /// Not JSON, an unknown `type`, or a missing/too long `req`.
 pub fn parse_client(text: &str) -> Result<ClientFrame, FrameError> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|_| FrameError { code: "invalid_json", message: "the frame is not a JSON object" })?;
-    let kind = v.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let v: Value = serde_json::from_str(text).map_err(|_| FrameError {
+        code: "invalid_json",
+        message: "the frame is not a JSON object",
+    })?;
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
     match kind.as_str() {
         "ping" => Ok(ClientFrame::Ping),
         "ack" => Ok(ClientFrame::Ack(v)),
         "dispose" | "click_to_call" => match v.get("req").and_then(Value::as_str) {
-            Some(req) if !req.is_empty() && req.chars().count() <= 64 => {
-                Ok(ClientFrame::Request { kind, req: req.to_owned(), frame: v })
-            }
-            _ => Err(FrameError { code: "invalid_req", message: "req must be a string of 1 to 64 characters" }),
+            Some(req) if !req.is_empty() && req.chars().count() <= 64 => Ok(ClientFrame::Request {
+                kind,
+                req: req.to_owned(),
+                frame: v,
+            }),
+            _ => Err(FrameError {
+                code: "invalid_req",
+                message: "req must be a string of 1 to 64 characters",
+            }),
         },
-        _ => Err(FrameError { code: "unknown_type", message: "unknown frame type" }),
+        _ => Err(FrameError {
+            code: "unknown_type",
+            message: "unknown frame type",
+        }),
     }
 }
 
@@ -110,18 +130,36 @@ mod tests {
 
     #[test]
     fn event_frames_carry_type_and_seq_first() {
-        let f = event("popup_closed", 7, &json!({"popup_id": "p", "reason": "expired"}));
+        let f = event(
+            "popup_closed",
+            7,
+            &json!({"popup_id": "p", "reason": "expired"}),
+        );
         let v: Value = serde_json::from_str(f.as_str()).unwrap();
-        assert_eq!(v, json!({"type": "popup_closed", "seq": 7, "popup_id": "p", "reason": "expired"}));
+        assert_eq!(
+            v,
+            json!({"type": "popup_closed", "seq": 7, "popup_id": "p", "reason": "expired"})
+        );
     }
 
     #[test]
     fn client_frames_need_a_known_type_and_a_req() {
         assert_eq!(parse_client(r#"{"type":"ping"}"#), Ok(ClientFrame::Ping));
         assert_eq!(parse_client("nope").unwrap_err().code, "invalid_json");
-        assert_eq!(parse_client(r#"{"type":"dance"}"#).unwrap_err().code, "unknown_type");
-        assert_eq!(parse_client(r#"{"type":"dispose"}"#).unwrap_err().code, "invalid_req");
+        assert_eq!(
+            parse_client(r#"{"type":"dance"}"#).unwrap_err().code,
+            "unknown_type"
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"dispose"}"#).unwrap_err().code,
+            "invalid_req"
+        );
         let long = "x".repeat(65);
-        assert_eq!(parse_client(&format!(r#"{{"type":"dispose","req":"{long}"}}"#)).unwrap_err().code, "invalid_req");
+        assert_eq!(
+            parse_client(&format!(r#"{{"type":"dispose","req":"{long}"}}"#))
+                .unwrap_err()
+                .code,
+            "invalid_req"
+        );
     }
 }

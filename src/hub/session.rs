@@ -21,7 +21,9 @@ pub struct Closer {
 impl Closer {
     /// Asks the socket to close with `code` (0: no close frame). The first code wins.
     pub fn close(&self, code: u16) {
-        let _ = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.token.cancel();
     }
 
@@ -68,8 +70,15 @@ fn reason(code: u16) -> &'static str {
 
 /// Sends a Close frame with `code`, trying for at most one second.
 pub async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason(code)) };
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason(code)),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        sink.send(Message::Close(Some(frame))),
+    )
+    .await;
 }
 
 /// Drains `rx` into the socket and pings every `heartbeat` until the closer fires or

@@ -22,10 +22,17 @@ pub const POPUP_FIELDS: &[&str] = &[
 
 /// The spec spelling of a lowercased field name.
 pub fn canonical(lower: &str) -> Option<&'static str> {
-    POPUP_FIELDS.iter().copied().find(|f| f.eq_ignore_ascii_case(lower))
+    POPUP_FIELDS
+        .iter()
+        .copied()
+        .find(|f| f.eq_ignore_ascii_case(lower))
 }
 
-fn id<T>(f: &Fields, name: &str, parse: impl Fn(&str) -> Result<T, IdError>) -> Result<Option<T>, FieldError> {
+fn id<T>(
+    f: &Fields,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, IdError>,
+) -> Result<Option<T>, FieldError> {
     f.text(name)?
         .map(|s| parse(&s).map_err(|e| FieldError::invalid(name, e)))
         .transpose()
@@ -98,10 +105,16 @@ mod tests {
 
     #[test]
     fn an_inbound_popup_reads_the_source_as_the_lead_side() {
-        let e = parse(json!({"sourcenumber": "08611795988", "DestinationNumber": "101",
-            "direction": "INBOUND", "CallSessionId": 42})).unwrap();
+        let e = parse(
+            json!({"sourcenumber": "08611795988", "DestinationNumber": "101",
+            "direction": "INBOUND", "CallSessionId": 42}),
+        )
+        .unwrap();
         assert_eq!(e.lead_number.unwrap().as_str(), "+918611795988");
-        assert_eq!(e.agent_number.unwrap(), AgentNumber::Extension("101".into()));
+        assert_eq!(
+            e.agent_number.unwrap(),
+            AgentNumber::Extension("101".into())
+        );
         assert_eq!(e.call_session_id, "42");
     }
 
@@ -111,10 +124,30 @@ mod tests {
             "Direction": "Inbound", "CallSessionId": "c1"});
         let cases = [
             ("Direction", json!(null), "Direction", FieldProblem::Missing),
-            ("Direction", json!("Sideways"), "Direction", FieldProblem::Invalid),
-            ("SourceNumber", json!(""), "SourceNumber", FieldProblem::Missing),
-            ("SourceNumber", json!("12"), "SourceNumber", FieldProblem::Invalid),
-            ("DestinationNumber", json!(true), "DestinationNumber", FieldProblem::Invalid),
+            (
+                "Direction",
+                json!("Sideways"),
+                "Direction",
+                FieldProblem::Invalid,
+            ),
+            (
+                "SourceNumber",
+                json!(""),
+                "SourceNumber",
+                FieldProblem::Missing,
+            ),
+            (
+                "SourceNumber",
+                json!("12"),
+                "SourceNumber",
+                FieldProblem::Invalid,
+            ),
+            (
+                "DestinationNumber",
+                json!(true),
+                "DestinationNumber",
+                FieldProblem::Invalid,
+            ),
             ("UserId", json!("nope"), "UserId", FieldProblem::Invalid),
         ];
         for (key, value, field, problem) in cases {

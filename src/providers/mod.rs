@@ -20,13 +20,19 @@ impl Fields {
     ///
     /// # Errors
     /// Two keys that differ only in case: `InvalidField` naming that field.
-    pub fn from_object(map: Map<String, Value>, canonical: impl Fn(&str) -> Option<&'static str>) -> Result<Self, FieldError> {
+    pub fn from_object(
+        map: Map<String, Value>,
+        canonical: impl Fn(&str) -> Option<&'static str>,
+    ) -> Result<Self, FieldError> {
         let mut by_lower = HashMap::with_capacity(map.len());
         for (k, v) in map {
             let lower = k.to_ascii_lowercase();
             if by_lower.contains_key(&lower) {
                 let name = canonical(&lower).map_or(k.clone(), str::to_owned);
-                return Err(FieldError::invalid(&name, "sent twice with different letter case"));
+                return Err(FieldError::invalid(
+                    &name,
+                    "sent twice with different letter case",
+                ));
             }
             by_lower.insert(lower, (k, v));
         }
@@ -37,14 +43,22 @@ impl Fields {
     ///
     /// # Errors
     /// As [`Fields::from_object`].
-    pub fn from_form(pairs: Vec<(String, String)>, canonical: impl Fn(&str) -> Option<&'static str>) -> Result<Self, FieldError> {
-        let map = pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    pub fn from_form(
+        pairs: Vec<(String, String)>,
+        canonical: impl Fn(&str) -> Option<&'static str>,
+    ) -> Result<Self, FieldError> {
+        let map = pairs
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
         Self::from_object(map, canonical)
     }
 
     /// The raw value of a field.
     pub fn raw(&self, name: &str) -> Option<&Value> {
-        self.by_lower.get(&name.to_ascii_lowercase()).map(|(_, v)| v)
+        self.by_lower
+            .get(&name.to_ascii_lowercase())
+            .map(|(_, v)| v)
     }
 
     /// A text field: strings are trimmed, numbers are read as their digits; an empty

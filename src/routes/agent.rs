@@ -14,8 +14,8 @@ use crate::service::agent::{AgentAuthError, authenticate};
 use crate::service::{agent as agent_service, disposition, popup};
 use crate::state::AppState;
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,7 +42,10 @@ async fn get_me(Agent(user): Agent) -> axum::Json<User> {
 }
 
 /// SPEC 6 — `GET /api/v1/me/connectors`.
-async fn get_my_connectors(State(state): State<AppState>, Agent(user): Agent) -> Result<axum::Json<Value>, ApiError> {
+async fn get_my_connectors(
+    State(state): State<AppState>,
+    Agent(user): Agent,
+) -> Result<axum::Json<Value>, ApiError> {
     let items = agent_service::my_connectors(&state, &user).await?;
     Ok(axum::Json(json!({"items": items, "next_cursor": null})))
 }
@@ -82,17 +85,27 @@ impl DisposeRequest {
 }
 
 /// SPEC 4 — `POST /api/v1/dispositions`.
-async fn post_disposition(State(state): State<AppState>, Agent(user): Agent, ApiJson(req): ApiJson<DisposeRequest>) -> Result<Response, ApiError> {
+async fn post_disposition(
+    State(state): State<AppState>,
+    Agent(user): Agent,
+    ApiJson(req): ApiJson<DisposeRequest>,
+) -> Result<Response, ApiError> {
     let (popup_id, input) = req.into_parts();
     let activity_id = disposition::dispose(&state, &user, popup_id, input).await?;
-    Ok((StatusCode::OK, axum::Json(json!({"activity_id": activity_id}))).into_response())
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({"activity_id": activity_id})),
+    )
+        .into_response())
 }
 
 fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true; // not a browser: the token still guards the socket
     };
-    let Ok(origin) = origin.to_str() else { return false };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
     let origin = origin.trim_end_matches('/');
     if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok())
         && (origin == format!("http://{host}") || origin == format!("https://{host}"))
@@ -104,16 +117,30 @@ fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
     {
         return true;
     }
-    state.settings.server.allowed_origins.iter().any(|o| o.trim_end_matches('/') == origin)
+    state
+        .settings
+        .server
+        .allowed_origins
+        .iter()
+        .any(|o| o.trim_end_matches('/') == origin)
 }
 
 /// SPEC 3 — `GET /ws`.
-async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     if state.shutdown.is_draining() || state.hub.count() >= state.settings.ws.max_sockets {
         return ApiError::unavailable().into_response();
     }
     if !origin_allowed(&state, &headers) {
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this origin may not open agent sockets").into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this origin may not open agent sockets",
+        )
+        .into_response();
     }
     let max = state.settings.ws.max_message_bytes;
     ws.read_buffer_size(4096)
@@ -136,9 +163,12 @@ struct AuthFrame {
 async fn run_socket(state: AppState, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let ws = &state.settings.ws;
-    let first = tokio::time::timeout(Duration::from_secs(ws.auth_timeout_secs), stream.next()).await;
+    let first =
+        tokio::time::timeout(Duration::from_secs(ws.auth_timeout_secs), stream.next()).await;
     let auth = match first {
-        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AuthFrame>(t.as_str()).ok().filter(|a| a.kind == "auth"),
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<AuthFrame>(t.as_str())
+            .ok()
+            .filter(|a| a.kind == "auth"),
         _ => None,
     };
     let Some(auth) = auth else {
@@ -156,13 +186,22 @@ async fn run_socket(state: AppState, socket: WebSocket) {
 
     let (tx, rx) = mpsc::channel(ws.queue_capacity);
     let closer = Arc::new(Closer::default());
-    let handle = SessionHandle { id: state.hub.next_session_id(), tx, closer: closer.clone() };
+    let handle = SessionHandle {
+        id: state.hub.next_session_id(),
+        tx,
+        closer: closer.clone(),
+    };
     // register before replaying, so nothing produced meanwhile is missed
     state.hub.register(user.id, handle.clone());
     if state.shutdown.is_draining() {
         closer.close(close::GOING_AWAY);
     }
-    let writer = state.shutdown.spawn(run_writer(sink, rx, closer.clone(), Duration::from_secs(ws.heartbeat_secs)));
+    let writer = state.shutdown.spawn(run_writer(
+        sink,
+        rx,
+        closer.clone(),
+        Duration::from_secs(ws.heartbeat_secs),
+    ));
 
     match greet(&state, &user, auth.since, &handle).await {
         Ok(()) => read_loop(&state, &user, &mut stream, &handle).await,
@@ -176,7 +215,12 @@ async fn run_socket(state: AppState, socket: WebSocket) {
     let _ = writer.await;
 }
 
-async fn greet(state: &AppState, user: &User, since: Option<i64>, handle: &SessionHandle) -> Result<(), crate::store::StoreError> {
+async fn greet(
+    state: &AppState,
+    user: &User,
+    since: Option<i64>,
+    handle: &SessionHandle,
+) -> Result<(), crate::store::StoreError> {
     let (ready, seq) = agent_service::ready(state, user).await?;
     Hub::send_one(handle, ready.to_string().into());
     for frame in popup::replay(state, user, since, seq).await? {
@@ -185,7 +229,12 @@ async fn greet(state: &AppState, user: &User, since: Option<i64>, handle: &Sessi
     Ok(())
 }
 
-async fn read_loop(state: &AppState, user: &User, stream: &mut futures_util::stream::SplitStream<WebSocket>, handle: &SessionHandle) {
+async fn read_loop(
+    state: &AppState,
+    user: &User,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    handle: &SessionHandle,
+) {
     let idle = Duration::from_secs(state.settings.ws.idle_timeout_secs);
     loop {
         let next = tokio::select! {
@@ -200,7 +249,9 @@ async fn read_loop(state: &AppState, user: &User, stream: &mut futures_util::str
                     e.into_inner().downcast_ref::<tungstenite::Error>(),
                     Some(tungstenite::Error::Capacity(_))
                 );
-                return handle.closer.close(if too_big { close::PROTOCOL } else { 0 });
+                return handle
+                    .closer
+                    .close(if too_big { close::PROTOCOL } else { 0 });
             }
             Ok(Some(Ok(m))) => m,
         };
@@ -221,7 +272,10 @@ async fn on_frame(state: &AppState, user: &User, text: &str, handle: &SessionHan
     match frame {
         ClientFrame::Ping => Hub::send_one(handle, protocol::pong()),
         ClientFrame::Ack(v) => {
-            if let Some(id) = v.get("popup_id").and_then(Value::as_str).and_then(|s| PopupId::parse(s).ok())
+            if let Some(id) = v
+                .get("popup_id")
+                .and_then(Value::as_str)
+                .and_then(|s| PopupId::parse(s).ok())
                 && let Err(e) = popup::ack(state, user.id, id).await
             {
                 tracing::warn!(error = ?e, "ack failed");

@@ -18,7 +18,11 @@ pub enum Caller {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let v = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let v = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
@@ -26,7 +30,10 @@ fn bearer(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         if state.keys.is_admin(token) {
             return Ok(Self::Admin);
@@ -34,7 +41,11 @@ impl FromRequestParts<AppState> for Caller {
         match authenticate(state, token).await {
             Ok(u) => Ok(Self::Agent(Box::new(u))),
             Err(AgentAuthError::Unauthenticated) => Err(ApiError::unauthorized()),
-            Err(AgentAuthError::Inactive) => Err(ApiError::new(StatusCode::FORBIDDEN, "user_inactive", "this user is inactive")),
+            Err(AgentAuthError::Inactive) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "user_inactive",
+                "this user is inactive",
+            )),
             Err(AgentAuthError::Store(e)) => Err(e.into()),
         }
     }
@@ -46,10 +57,17 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match Caller::from_request_parts(parts, state).await? {
             Caller::Admin => Ok(Self),
-            Caller::Agent(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this route needs the admin token")),
+            Caller::Agent(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route needs the admin token",
+            )),
         }
     }
 }
@@ -60,10 +78,17 @@ pub struct Agent(pub User);
 impl FromRequestParts<AppState> for Agent {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match Caller::from_request_parts(parts, state).await? {
             Caller::Agent(u) => Ok(Self(*u)),
-            Caller::Admin => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this route needs an agent token")),
+            Caller::Admin => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route needs an agent token",
+            )),
         }
     }
 }

@@ -16,7 +16,9 @@ use axum::http::StatusCode;
 impl From<DirectoryError> for ApiError {
     fn from(e: DirectoryError) -> Self {
         match e {
-            DirectoryError::Invalid { field, message } | DirectoryError::Shape(field, message) => ApiError::validation(field, message),
+            DirectoryError::Invalid { field, message } | DirectoryError::Shape(field, message) => {
+                ApiError::validation(field, message)
+            }
             DirectoryError::Store(s) => s.into(),
         }
     }
@@ -26,10 +28,15 @@ impl From<DisposeFailure> for ApiError {
     fn from(e: DisposeFailure) -> Self {
         match e {
             DisposeFailure::NotFound => ApiError::not_found("popup").with_field("popup_id"),
-            DisposeFailure::AlreadyDisposed => {
-                ApiError::new(StatusCode::CONFLICT, "already_disposed", "the popup is already disposed or expired").with_field("popup_id")
+            DisposeFailure::AlreadyDisposed => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_disposed",
+                "the popup is already disposed or expired",
+            )
+            .with_field("popup_id"),
+            DisposeFailure::Invalid(DispositionError { field, message }) => {
+                ApiError::validation(field, message)
             }
-            DisposeFailure::Invalid(DispositionError { field, message }) => ApiError::validation(field, message),
             DisposeFailure::Store(s) => s.into(),
         }
     }

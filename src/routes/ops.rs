@@ -11,7 +11,9 @@ use std::time::Duration;
 
 /// Ops routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 /// SPEC 7 — `GET /healthz`: 200 while the process runs.
@@ -21,10 +23,19 @@ async fn healthz() -> impl IntoResponse {
 
 /// SPEC 7 — `GET /readyz`: the store must commit a probe write within 2 s; 503 from SIGTERM on.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let store_ok = matches!(tokio::time::timeout(Duration::from_secs(2), state.store.probe()).await, Ok(Ok(())));
+    let store_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.store.probe()).await,
+        Ok(Ok(()))
+    );
     let store = if store_ok { "ok" } else { "down" };
     if state.shutdown.is_draining() || !store_ok {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "store": store, "redis": "off"})));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "store": store, "redis": "off"})),
+        );
     }
-    (StatusCode::OK, axum::Json(json!({"status": "ready", "store": store, "redis": "off"})))
+    (
+        StatusCode::OK,
+        axum::Json(json!({"status": "ready", "store": store, "redis": "off"})),
+    )
 }

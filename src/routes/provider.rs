@@ -20,11 +20,17 @@ use serde_json::{Map, Value, json};
 use std::time::Instant;
 
 /// Canonical spellings of the case-insensitive LGTC paths.
-pub const LGTC_PATHS: &[&str] = &["/v2/Telephony.svc/ShowAgentPopup", "/v2/Telephony.svc/LogCall"];
+pub const LGTC_PATHS: &[&str] = &[
+    "/v2/Telephony.svc/ShowAgentPopup",
+    "/v2/Telephony.svc/LogCall",
+];
 
 /// The canonical spelling of an LGTC path sent in any letter case.
 pub fn canonical_path(path: &str) -> Option<&'static str> {
-    LGTC_PATHS.iter().copied().find(|p| p.eq_ignore_ascii_case(path) && *p != path)
+    LGTC_PATHS
+        .iter()
+        .copied()
+        .find(|p| p.eq_ignore_ascii_case(path) && *p != path)
 }
 
 /// Provider routes.
@@ -67,7 +73,11 @@ fn parse_body(bytes: &[u8]) -> Body {
         };
     }
     let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
-    if !pairs.is_empty() && pairs.iter().all(|(k, _)| !k.is_empty()) && std::str::from_utf8(bytes).is_ok() && bytes.contains(&b'=') {
+    if !pairs.is_empty()
+        && pairs.iter().all(|(k, _)| !k.is_empty())
+        && std::str::from_utf8(bytes).is_ok()
+        && bytes.contains(&b'=')
+    {
         Body::Form(pairs)
     } else {
         Body::Other
@@ -80,8 +90,18 @@ fn is_key(name: &str) -> bool {
 
 fn logged_request(body: &Body, bytes: &[u8]) -> Value {
     match body {
-        Body::Json(m) => Value::Object(m.iter().filter(|(k, _)| !is_key(k)).map(|(k, v)| (k.clone(), v.clone())).collect()),
-        Body::Form(p) => Value::Object(p.iter().filter(|(k, _)| !is_key(k)).map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect()),
+        Body::Json(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !is_key(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        Body::Form(p) => Value::Object(
+            p.iter()
+                .filter(|(k, _)| !is_key(k))
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect(),
+        ),
         Body::Other => {
             let cut = &bytes[..bytes.len().min(LOG_BODY_MAX)];
             Value::from(String::from_utf8_lossy(cut).into_owned())
@@ -91,12 +111,17 @@ fn logged_request(body: &Body, bytes: &[u8]) -> Value {
 
 fn session_of(body: &Body) -> Option<String> {
     let pick = |k: &str, v: &Value| -> Option<String> {
-        (k.eq_ignore_ascii_case("CallSessionId") || k.eq_ignore_ascii_case("callid"))
-            .then(|| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+        (k.eq_ignore_ascii_case("CallSessionId") || k.eq_ignore_ascii_case("callid")).then(|| {
+            v.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string())
+        })
     };
     match body {
         Body::Json(m) => m.iter().find_map(|(k, v)| pick(k, v)),
-        Body::Form(p) => p.iter().find_map(|(k, v)| pick(k, &Value::from(v.as_str()))),
+        Body::Form(p) => p
+            .iter()
+            .find_map(|(k, v)| pick(k, &Value::from(v.as_str()))),
         Body::Other => None,
     }
     .filter(|s| !s.is_empty() && s != "null")
@@ -104,16 +129,39 @@ fn session_of(body: &Body) -> Option<String> {
 
 /// Reads the body and keys and authenticates the connector.
 async fn admit(state: &AppState, req: Request) -> (Result<Admitted, ProviderError>, LogDraft) {
-    let mut draft = LogDraft { started: Instant::now(), at: Timestamp::now(), connector_id: None, request: Value::Null, call_session_id: None };
+    let mut draft = LogDraft {
+        started: Instant::now(),
+        at: Timestamp::now(),
+        connector_id: None,
+        request: Value::Null,
+        call_session_id: None,
+    };
     let (parts, body) = req.into_parts();
-    let query: Vec<(String, String)> = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let bytes = match read_body(body, state.settings.server.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            return (Err(ProviderError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", "The body is larger than the server accepts")), draft);
+            return (
+                Err(ProviderError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLarge",
+                    "The body is larger than the server accepts",
+                )),
+                draft,
+            );
         }
         Err(BodyError::Unreadable) => {
-            return (Err(ProviderError::new(StatusCode::BAD_REQUEST, "InvalidRequest", "The body could not be read")), draft);
+            return (
+                Err(ProviderError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequest",
+                    "The body could not be read",
+                )),
+                draft,
+            );
         }
     };
     let body = parse_body(&bytes);
@@ -125,10 +173,25 @@ async fn admit(state: &AppState, req: Request) -> (Result<Admitted, ProviderErro
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
-            .or_else(|| parts.headers.get(header).and_then(|v| v.to_str().ok()).map(str::to_owned))
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            })
     };
-    let unauthorized = || ProviderError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "A valid accessKey and secretKey are required");
-    let (Some(access), Some(secret)) = (key("accessKey", "x-lsq-accesskey"), key("secretKey", "x-lsq-secretkey")) else {
+    let unauthorized = || {
+        ProviderError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "A valid accessKey and secretKey are required",
+        )
+    };
+    let (Some(access), Some(secret)) = (
+        key("accessKey", "x-lsq-accesskey"),
+        key("secretKey", "x-lsq-secretkey"),
+    ) else {
         return (Err(unauthorized()), draft);
     };
     let connector = match state.store.connector_by_access_key(&access).await {
@@ -143,11 +206,25 @@ async fn admit(state: &AppState, req: Request) -> (Result<Admitted, ProviderErro
     (Ok(Admitted { connector, body }), draft)
 }
 
-fn finish(state: &AppState, endpoint: &str, draft: LogDraft, result: Result<(Value, &'static str), ProviderError>) -> Response {
+fn finish(
+    state: &AppState,
+    endpoint: &str,
+    draft: LogDraft,
+    result: Result<(Value, &'static str), ProviderError>,
+) -> Response {
     let (status, body, outcome, error) = match result {
-        Ok((message, outcome)) => (StatusCode::OK, json!({"Status": "Success", "Message": message}), outcome, None),
+        Ok((message, outcome)) => (
+            StatusCode::OK,
+            json!({"Status": "Success", "Message": message}),
+            outcome,
+            None,
+        ),
         Err(e) => {
-            let outcome = if e.status.is_server_error() { "failed" } else { "rejected" };
+            let outcome = if e.status.is_server_error() {
+                "failed"
+            } else {
+                "rejected"
+            };
             (e.status, e.body(), outcome, Some(e))
         }
     };
@@ -167,27 +244,46 @@ fn finish(state: &AppState, endpoint: &str, draft: LogDraft, result: Result<(Val
     (status, axum::Json(body)).into_response()
 }
 
-fn fields_of(a: &Admitted, canonical: fn(&str) -> Option<&'static str>) -> Result<Fields, ProviderError> {
-    let invalid = || ProviderError::new(StatusCode::BAD_REQUEST, "InvalidRequest", "The body must be a JSON object");
+fn fields_of(
+    a: &Admitted,
+    canonical: fn(&str) -> Option<&'static str>,
+) -> Result<Fields, ProviderError> {
+    let invalid = || {
+        ProviderError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "The body must be a JSON object",
+        )
+    };
     match &a.body {
         Body::Json(m) => Ok(Fields::from_object(m.clone(), canonical)?),
-        Body::Form(p) if a.connector.kind == ConnectorKind::SuperReceptionistV2 => Ok(Fields::from_form(p.clone(), canonical)?),
+        Body::Form(p) if a.connector.kind == ConnectorKind::SuperReceptionistV2 => {
+            Ok(Fields::from_form(p.clone(), canonical)?)
+        }
         _ => Err(invalid()),
     }
 }
 
 fn popup_error(e: PopupError) -> ProviderError {
-    let nf = |code, field: &str| ProviderError::new(StatusCode::NOT_FOUND, code, e.to_string()).with_field(field);
+    let nf = |code, field: &str| {
+        ProviderError::new(StatusCode::NOT_FOUND, code, e.to_string()).with_field(field)
+    };
     match &e {
         PopupError::UserNotFound => nf("UserNotFound", "UserId"),
         PopupError::LeadNotFound => nf("LeadNotFound", "LeadId"),
         PopupError::OpportunityNotFound => nf("OpportunityNotFound", "OpportunityId"),
-        PopupError::AgentNotAvailable => {
-            ProviderError::new(StatusCode::UNPROCESSABLE_ENTITY, "AgentNotAvailable", e.to_string()).with_field("UserId")
-        }
-        PopupError::AgentNotFound { field } => {
-            ProviderError::new(StatusCode::UNPROCESSABLE_ENTITY, "AgentNotFound", e.to_string()).with_field(*field)
-        }
+        PopupError::AgentNotAvailable => ProviderError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "AgentNotAvailable",
+            e.to_string(),
+        )
+        .with_field("UserId"),
+        PopupError::AgentNotFound { field } => ProviderError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "AgentNotFound",
+            e.to_string(),
+        )
+        .with_field(*field),
         PopupError::Store(_) => match e {
             PopupError::Store(s) => s.into(),
             _ => ProviderError::unavailable(),
@@ -202,7 +298,9 @@ async fn show_agent_popup(State(state): State<AppState>, req: Request) -> Respon
         let a = admitted?;
         let fields = fields_of(&a, generic::canonical)?;
         let event = generic::parse_popup(&fields, a.connector.settings.default_country)?;
-        let answer = popup::show(&state, &a.connector, event).await.map_err(popup_error)?;
+        let answer = popup::show(&state, &a.connector, event)
+            .await
+            .map_err(popup_error)?;
         Ok((
             json!({
                 "Id": answer.id,

@@ -25,8 +25,15 @@ pub enum AgentAuthError {
 /// # Errors
 /// [`AgentAuthError`].
 pub async fn authenticate(state: &AppState, token: &str) -> Result<User, AgentAuthError> {
-    let id = state.keys.verify(token).ok_or(AgentAuthError::Unauthenticated)?;
-    let user = state.store.get_user(id).await?.ok_or(AgentAuthError::Unauthenticated)?;
+    let id = state
+        .keys
+        .verify(token)
+        .ok_or(AgentAuthError::Unauthenticated)?;
+    let user = state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or(AgentAuthError::Unauthenticated)?;
     if !user.active {
         return Err(AgentAuthError::Inactive);
     }
@@ -69,5 +76,8 @@ pub async fn my_connectors(state: &AppState, user: &User) -> Result<Vec<Value>, 
 pub async fn ready(state: &AppState, user: &User) -> Result<(Value, i64), StoreError> {
     let seq = state.store.current_seq(user.id).await?;
     let connectors = my_connectors(state, user).await?;
-    Ok((json!({"type": "ready", "seq": seq, "user": user, "connectors": connectors}), seq))
+    Ok((
+        json!({"type": "ready", "seq": seq, "user": user, "connectors": connectors}),
+        seq,
+    ))
 }

@@ -66,7 +66,10 @@ impl Keys {
     ///
     /// # Errors
     /// The store fails.
-    pub async fn load(settings: &Settings, store: &DynStore) -> anyhow::Result<(Self, Option<SecretString>)> {
+    pub async fn load(
+        settings: &Settings,
+        store: &DynStore,
+    ) -> anyhow::Result<(Self, Option<SecretString>)> {
         let mut generated = None;
         let admin_hash = match &settings.auth.admin_token {
             Some(t) => sha256(t.expose_secret()),
@@ -81,18 +84,21 @@ impl Keys {
                 }
                 let mut out = [0u8; 32];
                 for (i, b) in out.iter_mut().enumerate() {
-                    *b = u8::from_str_radix(hash.get(i * 2..i * 2 + 2).unwrap_or("00"), 16).unwrap_or(0);
+                    *b = u8::from_str_radix(hash.get(i * 2..i * 2 + 2).unwrap_or("00"), 16)
+                        .unwrap_or(0);
                 }
                 out
             }
         };
         let jwt_secret = match &settings.auth.jwt_secret {
             Some(s) => s.expose_secret().to_owned(),
-            None => store
-                .secret_insert_or_get("jwt_secret", &random_secret(32))
-                .await
-                .context("loading the JWT secret")?
-                .0,
+            None => {
+                store
+                    .secret_insert_or_get("jwt_secret", &random_secret(32))
+                    .await
+                    .context("loading the JWT secret")?
+                    .0
+            }
         };
         Ok((
             Self {
@@ -124,7 +130,8 @@ impl Keys {
             exp: exp.millis() / 1000,
             iat: now.millis() / 1000,
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc).context("signing a token")?;
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.enc)
+            .context("signing a token")?;
         Ok((token, exp))
     }
 

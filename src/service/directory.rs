@@ -4,7 +4,8 @@
 //! applied to the current resource's request form, then parsed like a create.
 
 use crate::domain::connector::{
-    CallRouteSettings, ClickToCallSettings, Connector, ConnectorKind, ConnectorSettings, PopupSettings,
+    CallRouteSettings, ClickToCallSettings, Connector, ConnectorKind, ConnectorSettings,
+    PopupSettings,
 };
 use crate::domain::disposition::DispositionSettings;
 use crate::domain::ids::{ConnectorId, LeadId, OpportunityId, TeamId, UserId, VirtualNumberId};
@@ -15,7 +16,9 @@ use crate::domain::time::Timestamp;
 use crate::domain::user::{Role, User};
 use crate::service::auth::random_secret;
 use crate::state::AppState;
-use crate::store::{LeadWrite, NewConnector, OpportunityWrite, StoreError, UserWrite, VirtualNumber};
+use crate::store::{
+    LeadWrite, NewConnector, OpportunityWrite, StoreError, UserWrite, VirtualNumber,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -41,12 +44,19 @@ pub enum DirectoryError {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> DirectoryError {
-    DirectoryError::Invalid { field: field.into(), message: message.into() }
+    DirectoryError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 fn non_empty(field: &str, v: &str) -> Result<String, DirectoryError> {
     let t = v.trim();
-    if t.is_empty() { Err(invalid(field, format!("{field} must not be empty"))) } else { Ok(t.to_owned()) }
+    if t.is_empty() {
+        Err(invalid(field, format!("{field} must not be empty")))
+    } else {
+        Ok(t.to_owned())
+    }
 }
 
 fn opt_text(v: Option<String>) -> Option<String> {
@@ -87,7 +97,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 /// # Errors
 /// [`DirectoryError::Shape`] with the path and serde's message.
 pub fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, DirectoryError> {
-    crate::error::parse_value(v).map_err(|e| DirectoryError::Shape(e.field.unwrap_or_default(), e.message))
+    crate::error::parse_value(v)
+        .map_err(|e| DirectoryError::Shape(e.field.unwrap_or_default(), e.message))
 }
 
 // ---------------------------------------------------------------- users
@@ -128,18 +139,30 @@ impl UserRequest {
     fn parse(self, country: Country) -> Result<UserWrite, DirectoryError> {
         let email = non_empty("email", &self.email)?;
         if !is_valid_email(&email) {
-            return Err(invalid("email", "email must be an address like name@example.com"));
+            return Err(invalid(
+                "email",
+                "email must be an address like name@example.com",
+            ));
         }
         let mut numbers: Vec<AgentNumber> = Vec::new();
         for (i, raw) in self.phone_numbers.iter().enumerate() {
-            let n = AgentNumber::parse(raw, country).map_err(|e| invalid(format!("phone_numbers[{i}]"), e.to_string()))?;
+            let n = AgentNumber::parse(raw, country)
+                .map_err(|e| invalid(format!("phone_numbers[{i}]"), e.to_string()))?;
             if numbers.contains(&n) {
-                return Err(invalid(format!("phone_numbers[{i}]"), "the same number is listed twice"));
+                return Err(invalid(
+                    format!("phone_numbers[{i}]"),
+                    "the same number is listed twice",
+                ));
             }
             numbers.push(n);
         }
         for key in self.provider_agent_ids.keys() {
-            ConnectorId::parse(key).map_err(|_| invalid(format!("provider_agent_ids.{key}"), "keys must be connector ids"))?;
+            ConnectorId::parse(key).map_err(|_| {
+                invalid(
+                    format!("provider_agent_ids.{key}"),
+                    "keys must be connector ids",
+                )
+            })?;
         }
         Ok(UserWrite {
             name: non_empty("name", &self.name)?,
@@ -157,7 +180,11 @@ impl UserRequest {
         Self {
             name: u.name.clone(),
             email: u.email.clone(),
-            phone_numbers: u.phone_numbers.iter().map(|n| n.as_str().to_owned()).collect(),
+            phone_numbers: u
+                .phone_numbers
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect(),
             team_ids: u.team_ids.clone(),
             group_ids: u.group_ids.clone(),
             role: u.role,
@@ -180,14 +207,24 @@ pub async fn create_user(state: &AppState, req: UserRequest) -> Result<User, Dir
 ///
 /// # Errors
 /// [`DirectoryError`].
-pub async fn patch_user(state: &AppState, id: UserId, patch: &Value) -> Result<User, DirectoryError> {
-    let current = state.store.get_user(id).await?.ok_or(StoreError::NotFound)?;
+pub async fn patch_user(
+    state: &AppState,
+    id: UserId,
+    patch: &Value,
+) -> Result<User, DirectoryError> {
+    let current = state
+        .store
+        .get_user(id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     let mut v = serde_json::to_value(UserRequest::of(&current)).unwrap_or_default();
     merge_patch(&mut v, patch);
     let w = from_value::<UserRequest>(v)?.parse(default_country(state))?;
     let user = state.store.update_user(id, &w).await?;
     if !user.active {
-        state.hub.close_user(id, crate::hub::protocol::close::FORBIDDEN);
+        state
+            .hub
+            .close_user(id, crate::hub::protocol::close::FORBIDDEN);
     }
     Ok(user)
 }
@@ -198,7 +235,9 @@ pub async fn patch_user(state: &AppState, id: UserId, patch: &Value) -> Result<U
 /// [`DirectoryError`].
 pub async fn delete_user(state: &AppState, id: UserId) -> Result<(), DirectoryError> {
     state.store.delete_user(id).await?;
-    state.hub.close_user(id, crate::hub::protocol::close::FORBIDDEN);
+    state
+        .hub
+        .close_user(id, crate::hub::protocol::close::FORBIDDEN);
     Ok(())
 }
 
@@ -236,7 +275,9 @@ pub struct LeadRequest {
 
 impl LeadRequest {
     fn parse(self, country: Country) -> Result<LeadWrite, DirectoryError> {
-        let phone = |field: String, raw: Option<String>| -> Result<Option<PhoneNumber>, DirectoryError> {
+        let phone = |field: String,
+                     raw: Option<String>|
+         -> Result<Option<PhoneNumber>, DirectoryError> {
             opt_text(raw)
                 .map(|s| PhoneNumber::parse(&s, country).map_err(|e| invalid(field, e.to_string())))
                 .transpose()
@@ -245,7 +286,10 @@ impl LeadRequest {
         if let Some(e) = &email
             && !is_valid_email(e)
         {
-            return Err(invalid("email", "email must be an address like name@example.com"));
+            return Err(invalid(
+                "email",
+                "email must be an address like name@example.com",
+            ));
         }
         let mut secondary = Vec::new();
         for (i, raw) in self.secondary_numbers.into_iter().enumerate() {
@@ -255,7 +299,10 @@ impl LeadRequest {
         }
         for key in self.fields.keys() {
             if !matches!(LeadField::parse(key), Ok(LeadField::Custom(_))) {
-                return Err(invalid(format!("fields.{key}"), "custom field names must not be lead field names"));
+                return Err(invalid(
+                    format!("fields.{key}"),
+                    "custom field names must not be lead field names",
+                ));
             }
         }
         Ok(LeadWrite {
@@ -282,7 +329,11 @@ impl LeadRequest {
             email: l.email.clone(),
             phone: n(&l.phone),
             mobile: n(&l.mobile),
-            secondary_numbers: l.secondary_numbers.iter().map(|p| p.as_str().to_owned()).collect(),
+            secondary_numbers: l
+                .secondary_numbers
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
             owner_id: l.owner_id,
             source: l.source.clone(),
             origin: l.origin.clone(),
@@ -306,8 +357,16 @@ pub async fn create_lead(state: &AppState, req: LeadRequest) -> Result<Lead, Dir
 ///
 /// # Errors
 /// [`DirectoryError`].
-pub async fn patch_lead(state: &AppState, id: LeadId, patch: &Value) -> Result<Lead, DirectoryError> {
-    let current = state.store.get_lead(id).await?.ok_or(StoreError::NotFound)?;
+pub async fn patch_lead(
+    state: &AppState,
+    id: LeadId,
+    patch: &Value,
+) -> Result<Lead, DirectoryError> {
+    let current = state
+        .store
+        .get_lead(id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     let mut v = serde_json::to_value(LeadRequest::of(&current)).unwrap_or_default();
     merge_patch(&mut v, patch);
     let w = from_value::<LeadRequest>(v)?.parse(default_country(state))?;
@@ -318,7 +377,11 @@ pub async fn patch_lead(state: &AppState, id: LeadId, patch: &Value) -> Result<L
 ///
 /// # Errors
 /// [`DirectoryError::Invalid`] naming `field`.
-pub fn search_number(state: &AppState, field: &str, raw: &str) -> Result<PhoneNumber, DirectoryError> {
+pub fn search_number(
+    state: &AppState,
+    field: &str,
+    raw: &str,
+) -> Result<PhoneNumber, DirectoryError> {
     PhoneNumber::parse(raw, default_country(state)).map_err(|e| invalid(field, e.to_string()))
 }
 
@@ -342,7 +405,12 @@ pub struct OpportunityRequest {
 
 impl OpportunityRequest {
     fn parse(self) -> Result<OpportunityWrite, DirectoryError> {
-        Ok(OpportunityWrite { lead_id: self.lead_id, name: non_empty("name", &self.name)?, owner_id: self.owner_id, status: self.status })
+        Ok(OpportunityWrite {
+            lead_id: self.lead_id,
+            name: non_empty("name", &self.name)?,
+            owner_id: self.owner_id,
+            status: self.status,
+        })
     }
 }
 
@@ -350,17 +418,32 @@ impl OpportunityRequest {
 ///
 /// # Errors
 /// [`DirectoryError`].
-pub async fn create_opportunity(state: &AppState, req: OpportunityRequest) -> Result<Opportunity, DirectoryError> {
-    Ok(state.store.create_opportunity(OpportunityId::new(), &req.parse()?).await?)
+pub async fn create_opportunity(
+    state: &AppState,
+    req: OpportunityRequest,
+) -> Result<Opportunity, DirectoryError> {
+    Ok(state
+        .store
+        .create_opportunity(OpportunityId::new(), &req.parse()?)
+        .await?)
 }
 
 /// Applies a merge patch to an opportunity.
 ///
 /// # Errors
 /// [`DirectoryError`].
-pub async fn patch_opportunity(state: &AppState, id: OpportunityId, patch: &Value) -> Result<Opportunity, DirectoryError> {
-    let o = state.store.get_opportunity(id).await?.ok_or(StoreError::NotFound)?;
-    let mut v = json!({"lead_id": o.lead_id, "name": o.name, "owner_id": o.owner_id, "status": o.status});
+pub async fn patch_opportunity(
+    state: &AppState,
+    id: OpportunityId,
+    patch: &Value,
+) -> Result<Opportunity, DirectoryError> {
+    let o = state
+        .store
+        .get_opportunity(id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let mut v =
+        json!({"lead_id": o.lead_id, "name": o.name, "owner_id": o.owner_id, "status": o.status});
     merge_patch(&mut v, patch);
     let w = from_value::<OpportunityRequest>(v)?.parse()?;
     Ok(state.store.update_opportunity(id, &w).await?)
@@ -409,16 +492,30 @@ fn utc() -> String {
 }
 
 fn check_template(field: &str, raw: &str, extra: &[&'static str]) -> Result<(), DirectoryError> {
-    Template::parse(raw, extra).map(|_| ()).map_err(|e| invalid(field, e.to_string()))
+    Template::parse(raw, extra)
+        .map(|_| ())
+        .map_err(|e| invalid(field, e.to_string()))
 }
 
 impl ConnectorRequest {
-    fn parse(self, fallback_country: Country) -> Result<(ConnectorKind, ConnectorSettings), DirectoryError> {
+    fn parse(
+        self,
+        fallback_country: Country,
+    ) -> Result<(ConnectorKind, ConnectorSettings), DirectoryError> {
         let default_country = match opt_text(self.default_country) {
-            Some(c) => Country::parse(&c).map_err(|_| invalid("default_country", "default_country must be an ISO 3166 alpha-2 code"))?,
+            Some(c) => Country::parse(&c).map_err(|_| {
+                invalid(
+                    "default_country",
+                    "default_country must be an ISO 3166 alpha-2 code",
+                )
+            })?,
             None => fallback_country,
         };
-        let timezone = self.timezone.trim().parse::<chrono_tz::Tz>().map_err(|_| invalid("timezone", "timezone must be an IANA time zone"))?;
+        let timezone = self
+            .timezone
+            .trim()
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| invalid("timezone", "timezone must be an IANA time zone"))?;
         if let Some(url) = &self.popup.agent_panel_url {
             check_template("popup.agent_panel_url", url, &[])?;
         }
@@ -439,11 +536,17 @@ impl ConnectorRequest {
             }
         }
         if LeadField::parse(&self.disposition.field).is_err() {
-            return Err(invalid("disposition.field", "this lead field cannot be written"));
+            return Err(invalid(
+                "disposition.field",
+                "this lead field cannot be written",
+            ));
         }
         for (i, f) in self.disposition.field_update.fields.iter().enumerate() {
             if LeadField::parse(f).is_err() {
-                return Err(invalid(format!("disposition.field_update.fields[{i}]"), "this lead field cannot be written"));
+                return Err(invalid(
+                    format!("disposition.field_update.fields[{i}]"),
+                    "this lead field cannot be written",
+                ));
             }
         }
         Ok((
@@ -498,7 +601,10 @@ pub fn connector_json(c: &Connector, with_secret: bool) -> Value {
 ///
 /// # Errors
 /// [`DirectoryError`].
-pub async fn create_connector(state: &AppState, req: ConnectorRequest) -> Result<Connector, DirectoryError> {
+pub async fn create_connector(
+    state: &AppState,
+    req: ConnectorRequest,
+) -> Result<Connector, DirectoryError> {
     let (kind, settings) = req.parse(default_country(state))?;
     Ok(state
         .store
@@ -516,8 +622,16 @@ pub async fn create_connector(state: &AppState, req: ConnectorRequest) -> Result
 ///
 /// # Errors
 /// [`DirectoryError`].
-pub async fn patch_connector(state: &AppState, id: ConnectorId, patch: &Value) -> Result<Connector, DirectoryError> {
-    let current = state.store.get_connector(id).await?.ok_or(StoreError::NotFound)?;
+pub async fn patch_connector(
+    state: &AppState,
+    id: ConnectorId,
+    patch: &Value,
+) -> Result<Connector, DirectoryError> {
+    let current = state
+        .store
+        .get_connector(id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
     let mut v = serde_json::to_value(ConnectorRequest::of(&current)).unwrap_or_default();
     merge_patch(&mut v, patch);
     let (kind, settings) = from_value::<ConnectorRequest>(v)?.parse(default_country(state))?;
@@ -542,9 +656,18 @@ pub struct VirtualNumberRequest {
 ///
 /// # Errors
 /// [`DirectoryError`] (`number_in_use` as a store conflict).
-pub async fn add_virtual_number(state: &AppState, connector: ConnectorId, req: VirtualNumberRequest) -> Result<VirtualNumber, DirectoryError> {
-    let c = state.store.get_connector(connector).await?.ok_or(StoreError::NotFound)?;
-    let number = PhoneNumber::parse(&req.number, c.settings.default_country).map_err(|e| invalid("number", e.to_string()))?;
+pub async fn add_virtual_number(
+    state: &AppState,
+    connector: ConnectorId,
+    req: VirtualNumberRequest,
+) -> Result<VirtualNumber, DirectoryError> {
+    let c = state
+        .store
+        .get_connector(connector)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let number = PhoneNumber::parse(&req.number, c.settings.default_country)
+        .map_err(|e| invalid("number", e.to_string()))?;
     Ok(state
         .store
         .add_virtual_number(VirtualNumber {

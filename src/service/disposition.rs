@@ -41,7 +41,12 @@ impl From<DisposeError> for DisposeFailure {
 ///
 /// # Errors
 /// [`DisposeFailure`]; nothing is changed when it fails.
-pub async fn dispose(state: &AppState, user: &User, popup_id: PopupId, input: DispositionInput) -> Result<ActivityId, DisposeFailure> {
+pub async fn dispose(
+    state: &AppState,
+    user: &User,
+    popup_id: PopupId,
+    input: DispositionInput,
+) -> Result<ActivityId, DisposeFailure> {
     let popup = state
         .store
         .get_popup(popup_id)
@@ -54,9 +59,18 @@ pub async fn dispose(state: &AppState, user: &User, popup_id: PopupId, input: Di
     let connector = state.store.get_connector(popup.call.connector_id).await?;
     let (form, country) = match &connector {
         Some(c) => (c.settings.disposition.clone(), c.settings.default_country),
-        None => (DispositionSettings::default(), crate::domain::phone::Country::parse(&state.settings.phone.default_country).map_err(|_| DisposeFailure::NotFound)?),
+        None => (
+            DispositionSettings::default(),
+            crate::domain::phone::Country::parse(&state.settings.phone.default_country)
+                .map_err(|_| DisposeFailure::NotFound)?,
+        ),
     };
-    let disposition = form.validate(input, popup.call.lead_id, &popup.call.candidate_ids, country)?;
+    let disposition = form.validate(
+        input,
+        popup.call.lead_id,
+        &popup.call.candidate_ids,
+        country,
+    )?;
     let activity_id = ActivityId::new();
     let saved = json!({
         "popup_id": popup_id,
@@ -74,13 +88,24 @@ pub async fn dispose(state: &AppState, user: &User, popup_id: PopupId, input: Di
         disposition,
         activity_id,
         events: vec![
-            NewEvent { kind: "disposition_saved", payload: saved.clone() },
-            NewEvent { kind: "popup_closed", payload: closed.clone() },
+            NewEvent {
+                kind: "disposition_saved",
+                payload: saved.clone(),
+            },
+            NewEvent {
+                kind: "popup_closed",
+                payload: closed.clone(),
+            },
         ],
     };
     let seqs = state.store.dispose(&write).await?;
-    for ((kind, payload), seq) in [("disposition_saved", &saved), ("popup_closed", &closed)].into_iter().zip(seqs) {
-        state.hub.send(user.id, &protocol::event(kind, seq, payload));
+    for ((kind, payload), seq) in [("disposition_saved", &saved), ("popup_closed", &closed)]
+        .into_iter()
+        .zip(seqs)
+    {
+        state
+            .hub
+            .send(user.id, &protocol::event(kind, seq, payload));
     }
     Ok(activity_id)
 }

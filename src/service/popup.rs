@@ -64,15 +64,30 @@ pub struct PopupAnswer {
     pub message: &'static str,
 }
 
-async fn resolve_agent(state: &AppState, connector: &Connector, e: &CallEvent) -> Result<User, PopupError> {
+async fn resolve_agent(
+    state: &AppState,
+    connector: &Connector,
+    e: &CallEvent,
+) -> Result<User, PopupError> {
     if let Some(id) = e.user_id {
-        let user = state.store.get_user(id).await?.ok_or(PopupError::UserNotFound)?;
-        if !user.active || !state.store.user_sees_connector(user.id, connector.id).await? {
+        let user = state
+            .store
+            .get_user(id)
+            .await?
+            .ok_or(PopupError::UserNotFound)?;
+        if !user.active
+            || !state
+                .store
+                .user_sees_connector(user.id, connector.id)
+                .await?
+        {
             return Err(PopupError::AgentNotAvailable);
         }
         return Ok(user);
     }
-    let not_found = PopupError::AgentNotFound { field: e.agent_number_field };
+    let not_found = PopupError::AgentNotFound {
+        field: e.agent_number_field,
+    };
     let Some(number) = &e.agent_number else {
         return Err(not_found);
     };
@@ -96,7 +111,11 @@ pub async fn resolve_lead(
     tag: Option<&str>,
 ) -> Result<(Lead, Vec<Lead>, bool), PopupError> {
     if let Some(id) = e.lead_id {
-        let lead = state.store.get_lead(id).await?.ok_or(PopupError::LeadNotFound)?;
+        let lead = state
+            .store
+            .get_lead(id)
+            .await?
+            .ok_or(PopupError::LeadNotFound)?;
         return Ok((lead, Vec::new(), false));
     }
     let Some(number) = &e.lead_number else {
@@ -114,7 +133,10 @@ pub async fn resolve_lead(
         origin: tag.map(str::to_owned),
         ..LeadWrite::default()
     };
-    let (mut leads, created) = state.store.resolve_lead_by_number(number, MAX_CANDIDATES + 1, &new).await?;
+    let (mut leads, created) = state
+        .store
+        .resolve_lead_by_number(number, MAX_CANDIDATES + 1, &new)
+        .await?;
     let first = leads.remove(0);
     Ok((first, leads, created))
 }
@@ -124,9 +146,19 @@ pub async fn resolve_lead(
 ///
 /// # Errors
 /// [`PopupError`] naming what is unknown or unavailable.
-pub async fn show(state: &AppState, connector: &Connector, e: CallEvent) -> Result<PopupAnswer, PopupError> {
+pub async fn show(
+    state: &AppState,
+    connector: &Connector,
+    e: CallEvent,
+) -> Result<PopupAnswer, PopupError> {
     if !connector.settings.popup.enabled {
-        return Ok(PopupAnswer { id: None, lead_id: None, delivered: 0, queued: false, message: "Agent popup disabled" });
+        return Ok(PopupAnswer {
+            id: None,
+            lead_id: None,
+            delivered: 0,
+            queued: false,
+            message: "Agent popup disabled",
+        });
     }
     let agent = resolve_agent(state, connector, &e).await?;
     if let Some(o) = e.opportunity_id
@@ -135,11 +167,19 @@ pub async fn show(state: &AppState, connector: &Connector, e: CallEvent) -> Resu
         return Err(PopupError::OpportunityNotFound);
     }
     let vn = match &e.display_number {
-        Some(n) => state.store.virtual_number(n).await?.filter(|v| v.connector_id == connector.id),
+        Some(n) => state
+            .store
+            .virtual_number(n)
+            .await?
+            .filter(|v| v.connector_id == connector.id),
         None => None,
     };
-    let tag = vn.as_ref().and_then(|v| v.tag.clone()).or_else(|| e.tag.clone());
-    let (lead, candidates, created) = resolve_lead(state, connector, &e, Some(agent.id), tag.as_deref()).await?;
+    let tag = vn
+        .as_ref()
+        .and_then(|v| v.tag.clone())
+        .or_else(|| e.tag.clone());
+    let (lead, candidates, created) =
+        resolve_lead(state, connector, &e, Some(agent.id), tag.as_deref()).await?;
     let call = PopupCall {
         connector_id: connector.id,
         call_session_id: e.call_session_id.clone(),
@@ -164,10 +204,23 @@ pub async fn show(state: &AppState, connector: &Connector, e: CallEvent) -> Resu
             message: "Popup already closed",
         });
     }
-    let kind = if outcome == PopupOutcome::Created { "popup" } else { "popup_update" };
-    let view = PopupView { record: &record, connector, agent: &agent, lead: Some(lead), candidates: Some(candidates) };
+    let kind = if outcome == PopupOutcome::Created {
+        "popup"
+    } else {
+        "popup_update"
+    };
+    let view = PopupView {
+        record: &record,
+        connector,
+        agent: &agent,
+        lead: Some(lead),
+        candidates: Some(candidates),
+    };
     let body = popup_json(state, view).await?;
-    let delivered = state.hub.send(agent.id, &protocol::event(kind, record.seq, &json!({ "popup": body })));
+    let delivered = state.hub.send(
+        agent.id,
+        &protocol::event(kind, record.seq, &json!({ "popup": body })),
+    );
     if delivered > 0 && record.state == PopupState::Queued {
         state.store.mark_delivered(&[record.id]).await?;
     }
@@ -176,7 +229,11 @@ pub async fn show(state: &AppState, connector: &Connector, e: CallEvent) -> Resu
         lead_id: Some(record.call.lead_id),
         delivered,
         queued: delivered == 0,
-        message: if delivered > 0 { "Message broadcasted successfully" } else { "Queued for agent" },
+        message: if delivered > 0 {
+            "Message broadcasted successfully"
+        } else {
+            "Queued for agent"
+        },
     })
 }
 
@@ -220,7 +277,11 @@ pub async fn popup_json(state: &AppState, view: PopupView<'_>) -> Result<Value, 
         Some(c) => c,
         None => state.store.get_leads(&r.call.candidate_ids).await?,
     };
-    let owner_ids: Vec<UserId> = lead.iter().chain(candidates.iter()).filter_map(|l| l.owner_id).collect();
+    let owner_ids: Vec<UserId> = lead
+        .iter()
+        .chain(candidates.iter())
+        .filter_map(|l| l.owner_id)
+        .collect();
     let owners = state.store.user_names(&owner_ids).await?;
     let recent = match &lead {
         Some(l) => state.store.recent_calls(l.id, RECENT_CALLS).await?,
@@ -233,9 +294,18 @@ pub async fn popup_json(state: &AppState, view: PopupView<'_>) -> Result<Value, 
         .agent_panel_url
         .as_deref()
         .and_then(|t| Template::parse(t, &[]).ok())
-        .map(|t| t.render(|p| placeholder_value(p, lead.as_ref(), view.agent, r), Escape::UriComponent));
+        .map(|t| {
+            t.render(
+                |p| placeholder_value(p, lead.as_ref(), view.agent, r),
+                Escape::UriComponent,
+            )
+        });
     // a live popup is shown as delivered: it is being written to a socket now
-    let state_shown = if r.state == PopupState::Queued { PopupState::Delivered } else { r.state };
+    let state_shown = if r.state == PopupState::Queued {
+        PopupState::Delivered
+    } else {
+        r.state
+    };
     Ok(json!({
         "id": r.id,
         "state": state_shown,
@@ -260,26 +330,51 @@ pub async fn popup_json(state: &AppState, view: PopupView<'_>) -> Result<Value, 
     }))
 }
 
-fn placeholder_value(p: &Placeholder, lead: Option<&Lead>, agent: &User, r: &PopupRecord) -> String {
-    let first_number = agent.phone_numbers.first().map(AgentNumber::as_str).unwrap_or_default();
+fn placeholder_value(
+    p: &Placeholder,
+    lead: Option<&Lead>,
+    agent: &User,
+    r: &PopupRecord,
+) -> String {
+    let first_number = agent
+        .phone_numbers
+        .first()
+        .map(AgentNumber::as_str)
+        .unwrap_or_default();
     match p {
         Placeholder::Lead { field, default } => LeadField::parse(field)
             .ok()
             .and_then(|f| lead.and_then(|l| l.get(&f)))
             .unwrap_or_else(|| default.clone()),
-        Placeholder::UserTeamId { default } => agent.team_ids.first().map_or_else(|| default.clone(), |t| t.to_string()),
+        Placeholder::UserTeamId { default } => agent
+            .team_ids
+            .first()
+            .map_or_else(|| default.clone(), |t| t.to_string()),
         Placeholder::UserGroupIds { default } => {
-            if agent.group_ids.is_empty() { default.clone() } else { agent.group_ids.join(",") }
+            if agent.group_ids.is_empty() {
+                default.clone()
+            } else {
+                agent.group_ids.join(",")
+            }
         }
         Placeholder::Named("leadId") => r.call.lead_id.to_string(),
-        Placeholder::Named("opportunityId") => r.call.opportunity_id.map(|o| o.to_string()).unwrap_or_default(),
+        Placeholder::Named("opportunityId") => r
+            .call
+            .opportunity_id
+            .map(|o| o.to_string())
+            .unwrap_or_default(),
         Placeholder::Named("virtualNumber") => r.call.virtual_number.clone().unwrap_or_default(),
-        Placeholder::Named("PhoneNumberWithCountryCode") => r.call.lead_number.clone().unwrap_or_default(),
+        Placeholder::Named("PhoneNumberWithCountryCode") => {
+            r.call.lead_number.clone().unwrap_or_default()
+        }
         Placeholder::Named("customerNumber") => r
             .call
             .lead_number
             .as_deref()
-            .map(|n| crate::domain::phone::PhoneNumber::from_e164_unchecked_db(n.to_owned()).national_significant())
+            .map(|n| {
+                crate::domain::phone::PhoneNumber::from_e164_unchecked_db(n.to_owned())
+                    .national_significant()
+            })
             .unwrap_or_default(),
         Placeholder::Named("agentNumber") => first_number.to_owned(),
         Placeholder::Named("agentName") => agent.name.clone(),
@@ -294,11 +389,20 @@ fn placeholder_value(p: &Placeholder, lead: Option<&Lead>, agent: &User, r: &Pop
 ///
 /// # Errors
 /// Store failures.
-pub async fn replay(state: &AppState, user: &User, since: Option<i64>, current: i64) -> Result<Vec<Utf8Bytes>, StoreError> {
+pub async fn replay(
+    state: &AppState,
+    user: &User,
+    since: Option<i64>,
+    current: i64,
+) -> Result<Vec<Utf8Bytes>, StoreError> {
     let mut connectors: BTreeMap<String, Connector> = BTreeMap::new();
     let mut frames = Vec::new();
     let mut queued = Vec::new();
-    let mut push_popup = async |record: &PopupRecord, kind: &str, seq: i64, frames: &mut Vec<Utf8Bytes>| -> Result<(), StoreError> {
+    let mut push_popup = async |record: &PopupRecord,
+                                kind: &str,
+                                seq: i64,
+                                frames: &mut Vec<Utf8Bytes>|
+           -> Result<(), StoreError> {
         let key = record.call.connector_id.to_string();
         if !connectors.contains_key(&key) {
             match state.store.get_connector(record.call.connector_id).await? {
@@ -308,8 +412,16 @@ pub async fn replay(state: &AppState, user: &User, since: Option<i64>, current: 
                 None => return Ok(()),
             }
         }
-        let Some(connector) = connectors.get(&key) else { return Ok(()) };
-        let view = PopupView { record, connector, agent: user, lead: None, candidates: None };
+        let Some(connector) = connectors.get(&key) else {
+            return Ok(());
+        };
+        let view = PopupView {
+            record,
+            connector,
+            agent: user,
+            lead: None,
+            candidates: None,
+        };
         let body = popup_json(state, view).await?;
         frames.push(protocol::event(kind, seq, &json!({ "popup": body })));
         Ok(())
@@ -320,7 +432,12 @@ pub async fn replay(state: &AppState, user: &User, since: Option<i64>, current: 
                 match (ev.payload, ev.popup_id) {
                     (Some(p), _) => frames.push(protocol::event(&ev.kind, ev.seq, &p)),
                     (None, Some(pid)) => {
-                        if let Some(record) = state.store.get_popup(pid).await?.filter(|r| r.state.is_open()) {
+                        if let Some(record) = state
+                            .store
+                            .get_popup(pid)
+                            .await?
+                            .filter(|r| r.state.is_open())
+                        {
                             if record.state == PopupState::Queued {
                                 queued.push(record.id);
                             }
@@ -367,10 +484,17 @@ pub async fn run_expiry(state: AppState, every: Duration) {
         let ttl = i64::try_from(state.settings.popup.ttl_secs).unwrap_or(i64::MAX / 2000);
         let open_max = i64::try_from(state.settings.popup.open_max_secs).unwrap_or(i64::MAX / 2000);
         let payload = |id: PopupId| json!({"popup_id": id, "reason": "expired"});
-        match state.store.expire_popups(now.plus_secs(-ttl), now.plus_secs(-open_max), &payload).await {
+        match state
+            .store
+            .expire_popups(now.plus_secs(-ttl), now.plus_secs(-open_max), &payload)
+            .await
+        {
             Ok(expired) => {
                 for e in expired {
-                    state.hub.send(e.user_id, &protocol::event("popup_closed", e.seq, &payload(e.popup_id)));
+                    state.hub.send(
+                        e.user_id,
+                        &protocol::event("popup_closed", e.seq, &payload(e.popup_id)),
+                    );
                 }
             }
             Err(e) => tracing::warn!(error = ?e, "expiring popups failed"),

@@ -475,7 +475,11 @@ pub trait Store: Send + Sync {
     async fn probe(&self) -> StoreResult<()>;
     /// Stores `candidate` under `name` unless a value exists; returns the kept value and
     /// whether it was inserted now.
-    async fn secret_insert_or_get(&self, name: &str, candidate: &str) -> StoreResult<(String, bool)>;
+    async fn secret_insert_or_get(
+        &self,
+        name: &str,
+        candidate: &str,
+    ) -> StoreResult<(String, bool)>;
 
     /// Creates a connector; the first one becomes the default.
     async fn create_connector(&self, c: NewConnector) -> StoreResult<Connector>;
@@ -486,7 +490,11 @@ pub trait Store: Send + Sync {
     /// The connector holding this access key.
     async fn connector_by_access_key(&self, key: &str) -> StoreResult<Option<Connector>>;
     /// Replaces a connector's settings ([`StoreError::NotFound`]).
-    async fn update_connector(&self, id: ConnectorId, s: &ConnectorSettings) -> StoreResult<Connector>;
+    async fn update_connector(
+        &self,
+        id: ConnectorId,
+        s: &ConnectorSettings,
+    ) -> StoreResult<Connector>;
     /// Deletes a connector, its numbers and team assignments; promotes the oldest
     /// remaining connector when it was the default ([`StoreError::NotFound`]).
     async fn delete_connector(&self, id: ConnectorId) -> StoreResult<()>;
@@ -495,7 +503,8 @@ pub trait Store: Send + Sync {
     /// Adds a virtual number ([`StoreError::Conflict`] `number_in_use`).
     async fn add_virtual_number(&self, vn: VirtualNumber) -> StoreResult<VirtualNumber>;
     /// A connector's numbers, oldest first.
-    async fn list_virtual_numbers(&self, connector: ConnectorId) -> StoreResult<Vec<VirtualNumber>>;
+    async fn list_virtual_numbers(&self, connector: ConnectorId)
+    -> StoreResult<Vec<VirtualNumber>>;
     /// Retags a number ([`StoreError::NotFound`]).
     async fn retag_virtual_number(
         &self,
@@ -504,7 +513,11 @@ pub trait Store: Send + Sync {
         tag: Option<String>,
     ) -> StoreResult<VirtualNumber>;
     /// Removes a number ([`StoreError::NotFound`]).
-    async fn delete_virtual_number(&self, connector: ConnectorId, id: VirtualNumberId) -> StoreResult<()>;
+    async fn delete_virtual_number(
+        &self,
+        connector: ConnectorId,
+        id: VirtualNumberId,
+    ) -> StoreResult<()>;
     /// The virtual number equal to `number`, whichever connector owns it.
     async fn virtual_number(&self, number: &PhoneNumber) -> StoreResult<Option<VirtualNumber>>;
 
@@ -564,25 +577,45 @@ pub trait Store: Send + Sync {
     ) -> StoreResult<(Vec<Lead>, bool)>;
 
     /// Creates an opportunity ([`StoreError::UnknownReference`] for the lead).
-    async fn create_opportunity(&self, id: OpportunityId, o: &OpportunityWrite) -> StoreResult<Opportunity>;
+    async fn create_opportunity(
+        &self,
+        id: OpportunityId,
+        o: &OpportunityWrite,
+    ) -> StoreResult<Opportunity>;
     /// Lists opportunities, optionally of one lead.
-    async fn list_opportunities(&self, lead: Option<LeadId>, page: &PageRequest) -> StoreResult<Page<Opportunity>>;
+    async fn list_opportunities(
+        &self,
+        lead: Option<LeadId>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Opportunity>>;
     /// One opportunity.
     async fn get_opportunity(&self, id: OpportunityId) -> StoreResult<Option<Opportunity>>;
     /// Replaces an opportunity ([`StoreError::NotFound`]).
-    async fn update_opportunity(&self, id: OpportunityId, o: &OpportunityWrite) -> StoreResult<Opportunity>;
+    async fn update_opportunity(
+        &self,
+        id: OpportunityId,
+        o: &OpportunityWrite,
+    ) -> StoreResult<Opportunity>;
     /// Deletes an opportunity ([`StoreError::NotFound`]).
     async fn delete_opportunity(&self, id: OpportunityId) -> StoreResult<()>;
 
     /// Lists activities, newest first.
-    async fn list_activities(&self, f: &ActivityFilter, page: &PageRequest) -> StoreResult<Page<Activity>>;
+    async fn list_activities(
+        &self,
+        f: &ActivityFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Activity>>;
     /// A lead's last `limit` call activities, newest first.
     async fn recent_calls(&self, lead: LeadId, limit: u32) -> StoreResult<Vec<Activity>>;
 
     /// Inserts a popup, or updates the open popup of the same connector + call session
     /// + user in place; appends its `popup`/`popup_update` event. A closed popup is left
     /// unchanged. `new_id` is used when a popup is created.
-    async fn upsert_popup(&self, new_id: PopupId, call: &PopupCall) -> StoreResult<(PopupRecord, PopupOutcome)>;
+    async fn upsert_popup(
+        &self,
+        new_id: PopupId,
+        call: &PopupCall,
+    ) -> StoreResult<(PopupRecord, PopupOutcome)>;
     /// One popup.
     async fn get_popup(&self, id: PopupId) -> StoreResult<Option<PopupRecord>>;
     /// A user's open popups, oldest first.
@@ -612,7 +645,11 @@ pub trait Store: Send + Sync {
     /// Writes telephony-log rows.
     async fn insert_telephony_logs(&self, rows: &[TelephonyLogRow]) -> StoreResult<()>;
     /// Lists telephony-log rows, newest first.
-    async fn list_telephony_logs(&self, f: &TelephonyLogFilter, page: &PageRequest) -> StoreResult<Page<TelephonyLogRow>>;
+    async fn list_telephony_logs(
+        &self,
+        f: &TelephonyLogFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<TelephonyLogRow>>;
 }
 
 /// Opens the store named by `url` (creating and migrating it).

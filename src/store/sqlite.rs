@@ -18,7 +18,9 @@ use crate::domain::ids::{
     ActivityId, ConnectorId, LeadId, OpportunityId, PopupId, TeamId, TelephonyLogId, UserId,
     VirtualNumberId,
 };
-use crate::domain::lead::{Activity, ActivityKind, Lead, LeadField, Opportunity, OpportunityStatus};
+use crate::domain::lead::{
+    Activity, ActivityKind, Lead, LeadField, Opportunity, OpportunityStatus,
+};
 use crate::domain::phone::{AgentNumber, Country, PhoneNumber, is_extension};
 use crate::domain::time::Timestamp;
 use crate::domain::user::{Role, Team, User};
@@ -28,7 +30,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool, SqlSafeStr};
+use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -44,7 +46,11 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Unavailable(anyhow::anyhow!("corrupt value in column {what}"))
 }
 
-fn parse_id<T>(raw: &str, what: &str, f: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>) -> StoreResult<T> {
+fn parse_id<T>(
+    raw: &str,
+    what: &str,
+    f: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>,
+) -> StoreResult<T> {
     f(raw).map_err(|_| corrupt(what))
 }
 
@@ -121,14 +127,22 @@ fn connector_from_row(r: &SqliteRow) -> StoreResult<Connector> {
     let kind: String = r.try_get("kind")?;
     let secret: String = r.try_get("secret_key")?;
     Ok(Connector {
-        id: parse_id(&r.try_get::<String, _>("id")?, "connectors.id", ConnectorId::parse)?,
+        id: parse_id(
+            &r.try_get::<String, _>("id")?,
+            "connectors.id",
+            ConnectorId::parse,
+        )?,
         kind: ConnectorKind::parse(&kind).ok_or_else(|| corrupt("connectors.kind"))?,
         access_key: r.try_get("access_key")?,
         secret_key: secret.into(),
         settings: ConnectorSettings {
             name: r.try_get("name")?,
-            default_country: Country::parse(&s.default_country).map_err(|_| corrupt("settings.default_country"))?,
-            timezone: s.timezone.parse().map_err(|_| corrupt("settings.timezone"))?,
+            default_country: Country::parse(&s.default_country)
+                .map_err(|_| corrupt("settings.default_country"))?,
+            timezone: s
+                .timezone
+                .parse()
+                .map_err(|_| corrupt("settings.timezone"))?,
             lead_source: s.lead_source,
             popup: s.popup,
             disposition: s.disposition,
@@ -143,10 +157,18 @@ fn connector_from_row(r: &SqliteRow) -> StoreResult<Connector> {
 
 fn vn_from_row(r: &SqliteRow) -> StoreResult<VirtualNumber> {
     Ok(VirtualNumber {
-        id: parse_id(&r.try_get::<String, _>("id")?, "virtual_numbers.id", VirtualNumberId::parse)?,
+        id: parse_id(
+            &r.try_get::<String, _>("id")?,
+            "virtual_numbers.id",
+            VirtualNumberId::parse,
+        )?,
         number: PhoneNumber::from_e164_unchecked_db(r.try_get("number")?),
         tag: r.try_get("tag")?,
-        connector_id: parse_id(&r.try_get::<String, _>("connector_id")?, "virtual_numbers.connector_id", ConnectorId::parse)?,
+        connector_id: parse_id(
+            &r.try_get::<String, _>("connector_id")?,
+            "virtual_numbers.connector_id",
+            ConnectorId::parse,
+        )?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
     })
 }
@@ -179,7 +201,11 @@ fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
             .map(|t| parse_id(t, "team_members.team_id", TeamId::parse))
             .collect::<StoreResult<_>>()?,
         group_ids: json_col(r, "group_ids")?,
-        role: if role == "admin" { Role::Admin } else { Role::Agent },
+        role: if role == "admin" {
+            Role::Admin
+        } else {
+            Role::Agent
+        },
         active: r.try_get("active")?,
         provider_agent_ids: json_col(r, "provider_agent_ids")?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
@@ -188,7 +214,8 @@ fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
 }
 
 fn phone_col(r: &SqliteRow, col: &str) -> StoreResult<Option<PhoneNumber>> {
-    Ok(r.try_get::<Option<String>, _>(col)?.map(PhoneNumber::from_e164_unchecked_db))
+    Ok(r.try_get::<Option<String>, _>(col)?
+        .map(PhoneNumber::from_e164_unchecked_db))
 }
 
 fn lead_from_row(r: &SqliteRow) -> StoreResult<Lead> {
@@ -200,7 +227,10 @@ fn lead_from_row(r: &SqliteRow) -> StoreResult<Lead> {
         email: r.try_get("email")?,
         phone: phone_col(r, "phone")?,
         mobile: phone_col(r, "mobile")?,
-        secondary_numbers: secondary.into_iter().map(PhoneNumber::from_e164_unchecked_db).collect(),
+        secondary_numbers: secondary
+            .into_iter()
+            .map(PhoneNumber::from_e164_unchecked_db)
+            .collect(),
         owner_id: opt_id(r.try_get("owner_id")?, "leads.owner_id", UserId::parse)?,
         source: r.try_get("source")?,
         origin: r.try_get("origin")?,
@@ -215,10 +245,22 @@ fn lead_from_row(r: &SqliteRow) -> StoreResult<Lead> {
 fn opportunity_from_row(r: &SqliteRow) -> StoreResult<Opportunity> {
     let status: String = r.try_get("status")?;
     Ok(Opportunity {
-        id: parse_id(&r.try_get::<String, _>("id")?, "opportunities.id", OpportunityId::parse)?,
-        lead_id: parse_id(&r.try_get::<String, _>("lead_id")?, "opportunities.lead_id", LeadId::parse)?,
+        id: parse_id(
+            &r.try_get::<String, _>("id")?,
+            "opportunities.id",
+            OpportunityId::parse,
+        )?,
+        lead_id: parse_id(
+            &r.try_get::<String, _>("lead_id")?,
+            "opportunities.lead_id",
+            LeadId::parse,
+        )?,
         name: r.try_get("name")?,
-        owner_id: opt_id(r.try_get("owner_id")?, "opportunities.owner_id", UserId::parse)?,
+        owner_id: opt_id(
+            r.try_get("owner_id")?,
+            "opportunities.owner_id",
+            UserId::parse,
+        )?,
         status: OpportunityStatus::parse(&status).ok_or_else(|| corrupt("opportunities.status"))?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
         updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
@@ -231,12 +273,28 @@ fn activity_from_row(r: &SqliteRow) -> StoreResult<Activity> {
         Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
     };
     Ok(Activity {
-        id: parse_id(&r.try_get::<String, _>("id")?, "activities.id", ActivityId::parse)?,
+        id: parse_id(
+            &r.try_get::<String, _>("id")?,
+            "activities.id",
+            ActivityId::parse,
+        )?,
         kind: ActivityKind::parse(&kind).ok_or_else(|| corrupt("activities.kind"))?,
-        lead_id: parse_id(&r.try_get::<String, _>("lead_id")?, "activities.lead_id", LeadId::parse)?,
-        opportunity_id: opt_id(r.try_get("opportunity_id")?, "activities.opportunity_id", OpportunityId::parse)?,
+        lead_id: parse_id(
+            &r.try_get::<String, _>("lead_id")?,
+            "activities.lead_id",
+            LeadId::parse,
+        )?,
+        opportunity_id: opt_id(
+            r.try_get("opportunity_id")?,
+            "activities.opportunity_id",
+            OpportunityId::parse,
+        )?,
         user_id: opt_id(r.try_get("user_id")?, "activities.user_id", UserId::parse)?,
-        connector_id: opt_id(r.try_get("connector_id")?, "activities.connector_id", ConnectorId::parse)?,
+        connector_id: opt_id(
+            r.try_get("connector_id")?,
+            "activities.connector_id",
+            ConnectorId::parse,
+        )?,
         call_session_id: r.try_get("call_session_id")?,
         status: r.try_get("status")?,
         started_at: ts("started_at")?,
@@ -256,16 +314,32 @@ fn popup_from_row(r: &SqliteRow) -> StoreResult<PopupRecord> {
     Ok(PopupRecord {
         id: parse_id(&r.try_get::<String, _>("id")?, "popups.id", PopupId::parse)?,
         call: PopupCall {
-            connector_id: parse_id(&r.try_get::<String, _>("connector_id")?, "popups.connector_id", ConnectorId::parse)?,
+            connector_id: parse_id(
+                &r.try_get::<String, _>("connector_id")?,
+                "popups.connector_id",
+                ConnectorId::parse,
+            )?,
             call_session_id: r.try_get("call_session_id")?,
-            user_id: parse_id(&r.try_get::<String, _>("user_id")?, "popups.user_id", UserId::parse)?,
-            lead_id: parse_id(&r.try_get::<String, _>("lead_id")?, "popups.lead_id", LeadId::parse)?,
+            user_id: parse_id(
+                &r.try_get::<String, _>("user_id")?,
+                "popups.user_id",
+                UserId::parse,
+            )?,
+            lead_id: parse_id(
+                &r.try_get::<String, _>("lead_id")?,
+                "popups.lead_id",
+                LeadId::parse,
+            )?,
             candidate_ids: candidates
                 .iter()
                 .map(|c| parse_id(c, "popups.candidate_ids", LeadId::parse))
                 .collect::<StoreResult<_>>()?,
             new_lead: r.try_get("new_lead")?,
-            opportunity_id: opt_id(r.try_get("opportunity_id")?, "popups.opportunity_id", OpportunityId::parse)?,
+            opportunity_id: opt_id(
+                r.try_get("opportunity_id")?,
+                "popups.opportunity_id",
+                OpportunityId::parse,
+            )?,
             direction: Direction::parse(&direction).ok_or_else(|| corrupt("popups.direction"))?,
             lead_number: r.try_get("lead_number")?,
             agent_number: r.try_get("agent_number")?,
@@ -281,9 +355,17 @@ fn popup_from_row(r: &SqliteRow) -> StoreResult<PopupRecord> {
 fn log_from_row(r: &SqliteRow) -> StoreResult<TelephonyLogRow> {
     let status: i64 = r.try_get("http_status")?;
     Ok(TelephonyLogRow {
-        id: parse_id(&r.try_get::<String, _>("id")?, "telephony_logs.id", TelephonyLogId::parse)?,
+        id: parse_id(
+            &r.try_get::<String, _>("id")?,
+            "telephony_logs.id",
+            TelephonyLogId::parse,
+        )?,
         at: Timestamp::from_millis(r.try_get("at")?),
-        connector_id: opt_id(r.try_get("connector_id")?, "telephony_logs.connector_id", ConnectorId::parse)?,
+        connector_id: opt_id(
+            r.try_get("connector_id")?,
+            "telephony_logs.connector_id",
+            ConnectorId::parse,
+        )?,
         endpoint: r.try_get("endpoint")?,
         http_status: u16::try_from(status).map_err(|_| corrupt("telephony_logs.http_status"))?,
         outcome: r.try_get("outcome")?,
@@ -321,7 +403,13 @@ async fn append_event(
     Ok(seq)
 }
 
-async fn write_lead(conn: &mut SqliteConnection, id: LeadId, l: &LeadWrite, now: Timestamp, insert: bool) -> StoreResult<()> {
+async fn write_lead(
+    conn: &mut SqliteConnection,
+    id: LeadId,
+    l: &LeadWrite,
+    now: Timestamp,
+    insert: bool,
+) -> StoreResult<()> {
     let sql = if insert {
         "INSERT INTO leads (first_name, last_name, email, phone, mobile, secondary_numbers, owner_id, \
          source, origin, stage, fields, external_id, created_at, updated_at, id) \
@@ -337,7 +425,12 @@ async fn write_lead(conn: &mut SqliteConnection, id: LeadId, l: &LeadWrite, now:
         .bind(l.email.as_deref())
         .bind(l.phone.as_ref().map(|p| p.as_str().to_owned()))
         .bind(l.mobile.as_ref().map(|p| p.as_str().to_owned()))
-        .bind(to_json(&l.secondary_numbers.iter().map(PhoneNumber::as_str).collect::<Vec<_>>()))
+        .bind(to_json(
+            &l.secondary_numbers
+                .iter()
+                .map(PhoneNumber::as_str)
+                .collect::<Vec<_>>(),
+        ))
         .bind(l.owner_id.map(|u| u.to_string()))
         .bind(l.source.as_deref())
         .bind(l.origin.as_deref())
@@ -351,9 +444,16 @@ async fn write_lead(conn: &mut SqliteConnection, id: LeadId, l: &LeadWrite, now:
         .await;
     match res {
         Err(e) if unique_violation(&e).is_some() => {
-            return Err(StoreError::Conflict { code: "external_id_in_use", field: "external_id".into() });
+            return Err(StoreError::Conflict {
+                code: "external_id_in_use",
+                field: "external_id".into(),
+            });
         }
-        Err(e) if fk_violation(&e) => return Err(StoreError::UnknownReference { field: "owner_id".into() }),
+        Err(e) if fk_violation(&e) => {
+            return Err(StoreError::UnknownReference {
+                field: "owner_id".into(),
+            });
+        }
         Err(e) => return Err(e.into()),
         Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
         Ok(_) => {}
@@ -409,7 +509,13 @@ async fn fetch_user(conn: &mut SqliteConnection, id: UserId) -> StoreResult<Opti
 
 use sqlx::AssertSqlSafe;
 
-async fn write_user(conn: &mut SqliteConnection, id: UserId, u: &UserWrite, now: Timestamp, insert: bool) -> StoreResult<()> {
+async fn write_user(
+    conn: &mut SqliteConnection,
+    id: UserId,
+    u: &UserWrite,
+    now: Timestamp,
+    insert: bool,
+) -> StoreResult<()> {
     let sql = if insert {
         "INSERT INTO users (name, email, email_lower, group_ids, role, active, provider_agent_ids, created_at, updated_at, id) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -432,42 +538,54 @@ async fn write_user(conn: &mut SqliteConnection, id: UserId, u: &UserWrite, now:
         .await;
     match res {
         Err(e) if unique_violation(&e).is_some() => {
-            return Err(StoreError::Conflict { code: "email_in_use", field: "email".into() });
+            return Err(StoreError::Conflict {
+                code: "email_in_use",
+                field: "email".into(),
+            });
         }
         Err(e) => return Err(e.into()),
         Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
         Ok(_) => {}
     }
     for table in ["user_numbers", "team_members"] {
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = ?")))
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE user_id = ?"
+        )))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
     }
     for (i, n) in u.phone_numbers.iter().enumerate() {
-        let res = sqlx::query("INSERT INTO user_numbers (number, user_id, position) VALUES (?, ?, ?)")
-            .bind(n.as_str())
-            .bind(id.to_string())
-            .bind(i64::try_from(i).unwrap_or(i64::MAX))
-            .execute(&mut *conn)
-            .await;
+        let res =
+            sqlx::query("INSERT INTO user_numbers (number, user_id, position) VALUES (?, ?, ?)")
+                .bind(n.as_str())
+                .bind(id.to_string())
+                .bind(i64::try_from(i).unwrap_or(i64::MAX))
+                .execute(&mut *conn)
+                .await;
         if let Err(e) = res {
             return Err(if unique_violation(&e).is_some() {
-                StoreError::Conflict { code: "number_in_use", field: format!("phone_numbers[{i}]") }
+                StoreError::Conflict {
+                    code: "number_in_use",
+                    field: format!("phone_numbers[{i}]"),
+                }
             } else {
                 e.into()
             });
         }
     }
     for (i, t) in u.team_ids.iter().enumerate() {
-        let res = sqlx::query("INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?, ?)")
-            .bind(t.to_string())
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await;
+        let res =
+            sqlx::query("INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?, ?)")
+                .bind(t.to_string())
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await;
         if let Err(e) = res {
             return Err(if fk_violation(&e) {
-                StoreError::UnknownReference { field: format!("team_ids[{i}]") }
+                StoreError::UnknownReference {
+                    field: format!("team_ids[{i}]"),
+                }
             } else {
                 e.into()
             });
@@ -505,7 +623,11 @@ struct NewActivity<'a> {
     data: serde_json::Value,
 }
 
-async fn insert_activity(conn: &mut SqliteConnection, a: NewActivity<'_>, now: Timestamp) -> StoreResult<()> {
+async fn insert_activity(
+    conn: &mut SqliteConnection,
+    a: NewActivity<'_>,
+    now: Timestamp,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO activities (id, kind, lead_id, opportunity_id, user_id, connector_id, call_session_id, \
          status, notes, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -539,7 +661,10 @@ impl SqliteStore {
             .or_else(|| url.strip_prefix("sqlite:"))
             .context("store.url must start with sqlite://")?;
         let path = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let opts = SqliteConnectOptions::new()
@@ -561,7 +686,10 @@ impl SqliteStore {
             include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
             false,
         )]);
-        migrator.run(&pool).await.context("migrating the SQLite database")?;
+        migrator
+            .run(&pool)
+            .await
+            .context("migrating the SQLite database")?;
         Ok(Self { pool })
     }
 
@@ -569,7 +697,11 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn fetch_connector(&self, sql: &'static str, key: String) -> StoreResult<Option<Connector>> {
+    async fn fetch_connector(
+        &self,
+        sql: &'static str,
+        key: String,
+    ) -> StoreResult<Option<Connector>> {
         sqlx::query(sql)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -596,7 +728,10 @@ impl SqliteStore {
         Ok(Some(Team {
             id,
             name: r.try_get("name")?,
-            user_ids: users.iter().map(|u| parse_id(u, "team_members.user_id", UserId::parse)).collect::<StoreResult<_>>()?,
+            user_ids: users
+                .iter()
+                .map(|u| parse_id(u, "team_members.user_id", UserId::parse))
+                .collect::<StoreResult<_>>()?,
             connector_ids: connectors
                 .iter()
                 .map(|c| parse_id(c, "team_connectors.connector_id", ConnectorId::parse))
@@ -611,7 +746,11 @@ impl SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        if n == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -625,7 +764,11 @@ impl super::Store for SqliteStore {
         Ok(())
     }
 
-    async fn secret_insert_or_get(&self, name: &str, candidate: &str) -> StoreResult<(String, bool)> {
+    async fn secret_insert_or_get(
+        &self,
+        name: &str,
+        candidate: &str,
+    ) -> StoreResult<(String, bool)> {
         let inserted = sqlx::query("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)")
             .bind(name)
             .bind(candidate)
@@ -665,27 +808,44 @@ impl super::Store for SqliteStore {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM connectors WHERE 1 = 1");
         page_clause(&mut qb, page, "created_at", "id");
         let rows = qb.build().fetch_all(&self.pool).await?;
-        let items = rows.iter().map(connector_from_row).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |c| Cursor { at: c.created_at.millis(), id: c.id.to_string() }))
+        let items = rows
+            .iter()
+            .map(connector_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_fetched(items, page.limit, |c| Cursor {
+            at: c.created_at.millis(),
+            id: c.id.to_string(),
+        }))
     }
 
     async fn get_connector(&self, id: ConnectorId) -> StoreResult<Option<Connector>> {
-        self.fetch_connector("SELECT * FROM connectors WHERE id = ?", id.to_string()).await
+        self.fetch_connector("SELECT * FROM connectors WHERE id = ?", id.to_string())
+            .await
     }
 
     async fn connector_by_access_key(&self, key: &str) -> StoreResult<Option<Connector>> {
-        self.fetch_connector("SELECT * FROM connectors WHERE access_key = ?", key.to_owned()).await
+        self.fetch_connector(
+            "SELECT * FROM connectors WHERE access_key = ?",
+            key.to_owned(),
+        )
+        .await
     }
 
-    async fn update_connector(&self, id: ConnectorId, s: &ConnectorSettings) -> StoreResult<Connector> {
-        let n = sqlx::query("UPDATE connectors SET name = ?, settings = ?, updated_at = ? WHERE id = ?")
-            .bind(&s.name)
-            .bind(to_json(&StoredSettings::from(s)))
-            .bind(Timestamp::now().millis())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+    async fn update_connector(
+        &self,
+        id: ConnectorId,
+        s: &ConnectorSettings,
+    ) -> StoreResult<Connector> {
+        let n = sqlx::query(
+            "UPDATE connectors SET name = ?, settings = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&s.name)
+        .bind(to_json(&StoredSettings::from(s)))
+        .bind(Timestamp::now().millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -694,10 +854,11 @@ impl super::Store for SqliteStore {
 
     async fn delete_connector(&self, id: ConnectorId) -> StoreResult<()> {
         let mut tx = self.immediate().await?;
-        let was_default: Option<bool> = sqlx::query_scalar("DELETE FROM connectors WHERE id = ? RETURNING is_default")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
+        let was_default: Option<bool> =
+            sqlx::query_scalar("DELETE FROM connectors WHERE id = ? RETURNING is_default")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
         match was_default {
             None => return Err(StoreError::NotFound),
             Some(true) => {
@@ -728,14 +889,18 @@ impl super::Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         for (i, t) in teams.iter().enumerate() {
-            let res = sqlx::query("INSERT OR IGNORE INTO team_connectors (team_id, connector_id) VALUES (?, ?)")
-                .bind(t.to_string())
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await;
+            let res = sqlx::query(
+                "INSERT OR IGNORE INTO team_connectors (team_id, connector_id) VALUES (?, ?)",
+            )
+            .bind(t.to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await;
             if let Err(e) = res {
                 return Err(if fk_violation(&e) {
-                    StoreError::UnknownReference { field: format!("team_ids[{i}]") }
+                    StoreError::UnknownReference {
+                        field: format!("team_ids[{i}]"),
+                    }
                 } else {
                     e.into()
                 });
@@ -756,13 +921,19 @@ impl super::Store for SqliteStore {
             .await;
         match res {
             Ok(_) => Ok(vn),
-            Err(e) if unique_violation(&e).is_some() => Err(StoreError::Conflict { code: "number_in_use", field: "number".into() }),
+            Err(e) if unique_violation(&e).is_some() => Err(StoreError::Conflict {
+                code: "number_in_use",
+                field: "number".into(),
+            }),
             Err(e) if fk_violation(&e) => Err(StoreError::NotFound),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn list_virtual_numbers(&self, connector: ConnectorId) -> StoreResult<Vec<VirtualNumber>> {
+    async fn list_virtual_numbers(
+        &self,
+        connector: ConnectorId,
+    ) -> StoreResult<Vec<VirtualNumber>> {
         sqlx::query("SELECT * FROM virtual_numbers WHERE connector_id = ? ORDER BY created_at, id")
             .bind(connector.to_string())
             .fetch_all(&self.pool)
@@ -772,26 +943,41 @@ impl super::Store for SqliteStore {
             .collect()
     }
 
-    async fn retag_virtual_number(&self, connector: ConnectorId, id: VirtualNumberId, tag: Option<String>) -> StoreResult<VirtualNumber> {
-        sqlx::query("UPDATE virtual_numbers SET tag = ? WHERE id = ? AND connector_id = ? RETURNING *")
-            .bind(tag)
-            .bind(id.to_string())
-            .bind(connector.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| vn_from_row(&r))
-            .transpose()?
-            .ok_or(StoreError::NotFound)
+    async fn retag_virtual_number(
+        &self,
+        connector: ConnectorId,
+        id: VirtualNumberId,
+        tag: Option<String>,
+    ) -> StoreResult<VirtualNumber> {
+        sqlx::query(
+            "UPDATE virtual_numbers SET tag = ? WHERE id = ? AND connector_id = ? RETURNING *",
+        )
+        .bind(tag)
+        .bind(id.to_string())
+        .bind(connector.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| vn_from_row(&r))
+        .transpose()?
+        .ok_or(StoreError::NotFound)
     }
 
-    async fn delete_virtual_number(&self, connector: ConnectorId, id: VirtualNumberId) -> StoreResult<()> {
+    async fn delete_virtual_number(
+        &self,
+        connector: ConnectorId,
+        id: VirtualNumberId,
+    ) -> StoreResult<()> {
         let n = sqlx::query("DELETE FROM virtual_numbers WHERE id = ? AND connector_id = ?")
             .bind(id.to_string())
             .bind(connector.to_string())
             .execute(&self.pool)
             .await?
             .rows_affected();
-        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+        if n == 0 {
+            Err(StoreError::NotFound)
+        } else {
+            Ok(())
+        }
     }
 
     async fn virtual_number(&self, number: &PhoneNumber) -> StoreResult<Option<VirtualNumber>> {
@@ -816,15 +1002,27 @@ impl super::Store for SqliteStore {
     async fn list_teams(&self, page: &PageRequest) -> StoreResult<Page<Team>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM teams WHERE 1 = 1");
         page_clause(&mut qb, page, "created_at", "id");
-        let ids: Vec<String> = qb.build().fetch_all(&self.pool).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
+        let ids: Vec<String> = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
         let mut conn = self.pool.acquire().await?;
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(t) = self.team_of(&mut conn, parse_id(&id, "teams.id", TeamId::parse)?).await? {
+            if let Some(t) = self
+                .team_of(&mut conn, parse_id(&id, "teams.id", TeamId::parse)?)
+                .await?
+            {
                 items.push(t);
             }
         }
-        Ok(Page::from_fetched(items, page.limit, |t| Cursor { at: t.created_at.millis(), id: t.id.to_string() }))
+        Ok(Page::from_fetched(items, page.limit, |t| Cursor {
+            at: t.created_at.millis(),
+            id: t.id.to_string(),
+        }))
     }
 
     async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
@@ -860,8 +1058,17 @@ impl super::Store for SqliteStore {
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
         let mut qb = QueryBuilder::<Sqlite>::new(format!("{USER_SELECT} WHERE 1 = 1"));
         page_clause(&mut qb, page, "u.created_at", "u.id");
-        let items = qb.build().fetch_all(&self.pool).await?.iter().map(user_from_row).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |u| Cursor { at: u.created_at.millis(), id: u.id.to_string() }))
+        let items = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_fetched(items, page.limit, |u| Cursor {
+            at: u.created_at.millis(),
+            id: u.id.to_string(),
+        }))
     }
 
     async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
@@ -870,12 +1077,14 @@ impl super::Store for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        sqlx::query(AssertSqlSafe(format!("{USER_SELECT} WHERE u.email_lower = ?")))
-            .bind(email.trim().to_lowercase())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| user_from_row(&r))
-            .transpose()
+        sqlx::query(AssertSqlSafe(format!(
+            "{USER_SELECT} WHERE u.email_lower = ?"
+        )))
+        .bind(email.trim().to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| user_from_row(&r))
+        .transpose()
     }
 
     async fn user_by_number(&self, number: &str) -> StoreResult<Option<User>> {
@@ -944,7 +1153,10 @@ impl super::Store for SqliteStore {
         qb.push(")");
         for r in qb.build().fetch_all(&self.pool).await? {
             let id: String = r.try_get("id")?;
-            out.insert(parse_id(&id, "users.id", UserId::parse)?, r.try_get("name")?);
+            out.insert(
+                parse_id(&id, "users.id", UserId::parse)?,
+                r.try_get("name")?,
+            );
         }
         Ok(out)
     }
@@ -962,10 +1174,15 @@ impl super::Store for SqliteStore {
         match filter {
             LeadFilter::All => {}
             LeadFilter::Number(n) => {
-                qb.push(" AND l.id IN (SELECT lead_id FROM lead_numbers WHERE number = ").push_bind(n.as_str().to_owned()).push(")");
+                qb.push(" AND l.id IN (SELECT lead_id FROM lead_numbers WHERE number = ")
+                    .push_bind(n.as_str().to_owned())
+                    .push(")");
             }
             LeadFilter::Prefix(p) => {
-                let escaped = p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                let escaped = p
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
                 let pattern = format!("{escaped}%");
                 qb.push(" AND (l.first_name LIKE ")
                     .push_bind(pattern.clone())
@@ -977,8 +1194,17 @@ impl super::Store for SqliteStore {
             }
         }
         page_clause(&mut qb, page, "l.created_at", "l.id");
-        let items = qb.build().fetch_all(&self.pool).await?.iter().map(lead_from_row).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |l| Cursor { at: l.created_at.millis(), id: l.id.to_string() }))
+        let items = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(lead_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_fetched(items, page.limit, |l| Cursor {
+            at: l.created_at.millis(),
+            id: l.id.to_string(),
+        }))
     }
 
     async fn get_lead(&self, id: LeadId) -> StoreResult<Option<Lead>> {
@@ -1018,7 +1244,12 @@ impl super::Store for SqliteStore {
         self.delete_by_id("leads", id.to_string()).await
     }
 
-    async fn resolve_lead_by_number(&self, number: &PhoneNumber, limit: u32, new: &LeadWrite) -> StoreResult<(Vec<Lead>, bool)> {
+    async fn resolve_lead_by_number(
+        &self,
+        number: &PhoneNumber,
+        limit: u32,
+        new: &LeadWrite,
+    ) -> StoreResult<(Vec<Lead>, bool)> {
         let select = "SELECT l.* FROM lead_numbers n JOIN leads l ON l.id = n.lead_id \
                       WHERE n.number = ? ORDER BY l.updated_at DESC, l.id LIMIT ?";
         // Fast path without the write lock: most callers are known.
@@ -1028,7 +1259,13 @@ impl super::Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         if !found.is_empty() {
-            return Ok((found.iter().map(lead_from_row).collect::<StoreResult<_>>()?, false));
+            return Ok((
+                found
+                    .iter()
+                    .map(lead_from_row)
+                    .collect::<StoreResult<_>>()?,
+                false,
+            ));
         }
         let mut tx = self.immediate().await?;
         let found = sqlx::query(select)
@@ -1037,7 +1274,13 @@ impl super::Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
         if !found.is_empty() {
-            return Ok((found.iter().map(lead_from_row).collect::<StoreResult<_>>()?, false));
+            return Ok((
+                found
+                    .iter()
+                    .map(lead_from_row)
+                    .collect::<StoreResult<_>>()?,
+                false,
+            ));
         }
         let id = LeadId::new();
         write_lead(&mut tx, id, new, Timestamp::now(), true).await?;
@@ -1046,7 +1289,11 @@ impl super::Store for SqliteStore {
         Ok((vec![lead], true))
     }
 
-    async fn create_opportunity(&self, id: OpportunityId, o: &OpportunityWrite) -> StoreResult<Opportunity> {
+    async fn create_opportunity(
+        &self,
+        id: OpportunityId,
+        o: &OpportunityWrite,
+    ) -> StoreResult<Opportunity> {
         let now = Timestamp::now();
         let res = sqlx::query(
             "INSERT INTO opportunities (id, lead_id, name, owner_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -1061,21 +1308,38 @@ impl super::Store for SqliteStore {
         .execute(&self.pool)
         .await;
         match res {
-            Err(e) if fk_violation(&e) => return Err(StoreError::UnknownReference { field: "lead_id".into() }),
+            Err(e) if fk_violation(&e) => {
+                return Err(StoreError::UnknownReference {
+                    field: "lead_id".into(),
+                });
+            }
             Err(e) => return Err(e.into()),
             Ok(_) => {}
         }
         self.get_opportunity(id).await?.ok_or(StoreError::NotFound)
     }
 
-    async fn list_opportunities(&self, lead: Option<LeadId>, page: &PageRequest) -> StoreResult<Page<Opportunity>> {
+    async fn list_opportunities(
+        &self,
+        lead: Option<LeadId>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Opportunity>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM opportunities WHERE 1 = 1");
         if let Some(l) = lead {
             qb.push(" AND lead_id = ").push_bind(l.to_string());
         }
         page_clause(&mut qb, page, "created_at", "id");
-        let items = qb.build().fetch_all(&self.pool).await?.iter().map(opportunity_from_row).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |o| Cursor { at: o.created_at.millis(), id: o.id.to_string() }))
+        let items = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(opportunity_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_fetched(items, page.limit, |o| Cursor {
+            at: o.created_at.millis(),
+            id: o.id.to_string(),
+        }))
     }
 
     async fn get_opportunity(&self, id: OpportunityId) -> StoreResult<Option<Opportunity>> {
@@ -1087,7 +1351,11 @@ impl super::Store for SqliteStore {
             .transpose()
     }
 
-    async fn update_opportunity(&self, id: OpportunityId, o: &OpportunityWrite) -> StoreResult<Opportunity> {
+    async fn update_opportunity(
+        &self,
+        id: OpportunityId,
+        o: &OpportunityWrite,
+    ) -> StoreResult<Opportunity> {
         let res = sqlx::query("UPDATE opportunities SET lead_id = ?, name = ?, owner_id = ?, status = ?, updated_at = ? WHERE id = ?")
             .bind(o.lead_id.to_string())
             .bind(&o.name)
@@ -1098,7 +1366,11 @@ impl super::Store for SqliteStore {
             .execute(&self.pool)
             .await;
         match res {
-            Err(e) if fk_violation(&e) => return Err(StoreError::UnknownReference { field: "lead_id".into() }),
+            Err(e) if fk_violation(&e) => {
+                return Err(StoreError::UnknownReference {
+                    field: "lead_id".into(),
+                });
+            }
             Err(e) => return Err(e.into()),
             Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
             Ok(_) => {}
@@ -1110,7 +1382,11 @@ impl super::Store for SqliteStore {
         self.delete_by_id("opportunities", id.to_string()).await
     }
 
-    async fn list_activities(&self, f: &ActivityFilter, page: &PageRequest) -> StoreResult<Page<Activity>> {
+    async fn list_activities(
+        &self,
+        f: &ActivityFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Activity>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM activities WHERE 1 = 1");
         if let Some(l) = f.lead_id {
             qb.push(" AND lead_id = ").push_bind(l.to_string());
@@ -1125,8 +1401,17 @@ impl super::Store for SqliteStore {
             qb.push(" AND created_at >= ").push_bind(s.millis());
         }
         page_clause(&mut qb, page, "created_at", "id");
-        let items = qb.build().fetch_all(&self.pool).await?.iter().map(activity_from_row).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |a| Cursor { at: a.created_at.millis(), id: a.id.to_string() }))
+        let items = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(activity_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_fetched(items, page.limit, |a| Cursor {
+            at: a.created_at.millis(),
+            id: a.id.to_string(),
+        }))
     }
 
     async fn recent_calls(&self, lead: LeadId, limit: u32) -> StoreResult<Vec<Activity>> {
@@ -1143,7 +1428,11 @@ impl super::Store for SqliteStore {
         .collect()
     }
 
-    async fn upsert_popup(&self, new_id: PopupId, c: &PopupCall) -> StoreResult<(PopupRecord, PopupOutcome)> {
+    async fn upsert_popup(
+        &self,
+        new_id: PopupId,
+        c: &PopupCall,
+    ) -> StoreResult<(PopupRecord, PopupOutcome)> {
         let now = Timestamp::now();
         let mut tx = self.immediate().await?;
         let id: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -1231,7 +1520,9 @@ impl super::Store for SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut qb = QueryBuilder::<Sqlite>::new("UPDATE popups SET state = 'delivered' WHERE state = 'queued' AND id IN (");
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "UPDATE popups SET state = 'delivered' WHERE state = 'queued' AND id IN (",
+        );
         let mut sep = qb.separated(", ");
         for id in ids {
             sep.push_bind(id.to_string());
@@ -1300,18 +1591,21 @@ impl super::Store for SqliteStore {
         .map_err(StoreError::from)?
         .rows_affected();
         if changed == 0 {
-            let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM popups WHERE id = ?")
-                .bind(d.popup_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT user_id FROM popups WHERE id = ?")
+                    .bind(d.popup_id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
             return Err(if owner == Some(d.user_id.to_string()) {
                 DisposeError::AlreadyDisposed
             } else {
                 DisposeError::NotFound
             });
         }
-        let lead = fetch_lead(&mut tx, d.disposition.lead_id).await?.ok_or(DisposeError::NotFound)?;
+        let lead = fetch_lead(&mut tx, d.disposition.lead_id)
+            .await?
+            .ok_or(DisposeError::NotFound)?;
         let mut write = LeadWrite::from(&lead);
         apply_lead_writes(&mut write, &d.disposition.writes);
         write_lead(&mut tx, lead.id, &write, now, false).await?;
@@ -1365,7 +1659,17 @@ impl super::Store for SqliteStore {
         }
         let mut seqs = Vec::with_capacity(d.events.len());
         for e in &d.events {
-            seqs.push(append_event(&mut tx, d.user_id, e.kind, Some(d.popup_id), Some(&e.payload), now).await?);
+            seqs.push(
+                append_event(
+                    &mut tx,
+                    d.user_id,
+                    e.kind,
+                    Some(d.popup_id),
+                    Some(&e.payload),
+                    now,
+                )
+                .await?,
+            );
         }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(seqs)
@@ -1392,9 +1696,25 @@ impl super::Store for SqliteStore {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let popup_id = parse_id(&r.try_get::<String, _>("id")?, "popups.id", PopupId::parse)?;
-            let user_id = parse_id(&r.try_get::<String, _>("user_id")?, "popups.user_id", UserId::parse)?;
-            let seq = append_event(&mut tx, user_id, "popup_closed", Some(popup_id), Some(&payload(popup_id)), now).await?;
-            out.push(ExpiredPopup { user_id, popup_id, seq });
+            let user_id = parse_id(
+                &r.try_get::<String, _>("user_id")?,
+                "popups.user_id",
+                UserId::parse,
+            )?;
+            let seq = append_event(
+                &mut tx,
+                user_id,
+                "popup_closed",
+                Some(popup_id),
+                Some(&payload(popup_id)),
+                now,
+            )
+            .await?;
+            out.push(ExpiredPopup {
+                user_id,
+                popup_id,
+                seq,
+            });
         }
         tx.commit().await?;
         Ok(out)
@@ -1436,12 +1756,20 @@ impl super::Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_telephony_logs(&self, f: &TelephonyLogFilter, page: &PageRequest) -> StoreResult<Page<TelephonyLogRow>> {
+    async fn list_telephony_logs(
+        &self,
+        f: &TelephonyLogFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<TelephonyLogRow>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM telephony_logs WHERE 1 = 1");
         if let Some(c) = f.connector_id {
             qb.push(" AND connector_id = ").push_bind(c.to_string());
         }
-        for (col, v) in [("endpoint", &f.endpoint), ("outcome", &f.outcome), ("call_session_id", &f.call_session_id)] {
+        for (col, v) in [
+            ("endpoint", &f.endpoint),
+            ("outcome", &f.outcome),
+            ("call_session_id", &f.call_session_id),
+        ] {
             if let Some(v) = v {
                 qb.push(format!(" AND {col} = ")).push_bind(v.clone());
             }
@@ -1453,7 +1781,16 @@ impl super::Store for SqliteStore {
             qb.push(" AND at < ").push_bind(u.millis());
         }
         page_clause(&mut qb, page, "at", "id");
-        let items = qb.build().fetch_all(&self.pool).await?.iter().map(log_from_row).collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |r| Cursor { at: r.at.millis(), id: r.id.to_string() }))
+        let items = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(log_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_fetched(items, page.limit, |r| Cursor {
+            at: r.at.millis(),
+            id: r.id.to_string(),
+        }))
     }
 }

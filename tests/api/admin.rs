@@ -9,11 +9,25 @@ async fn admin_routes_need_the_admin_token() {
     let app = spawn_app().await;
     let (_, agent) = app.agent("asha@example.com", &["101"]).await;
 
-    let none = app.client.get(app.url("/api/v1/users")).send().await.unwrap();
+    let none = app
+        .client
+        .get(app.url("/api/v1/users"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(none.status().as_u16(), 401);
     let body: Value = none.json().await.unwrap();
-    assert_eq!(body, json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required", "field": null}}));
-    let as_agent = app.client.get(app.url("/api/v1/users")).bearer_auth(&agent).send().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"code": "unauthorized", "message": "a valid bearer token is required", "field": null}})
+    );
+    let as_agent = app
+        .client
+        .get(app.url("/api/v1/users"))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(as_agent.status().as_u16(), 403);
 }
 
@@ -33,15 +47,39 @@ async fn malformed_and_mistyped_bodies_name_the_problem() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_json");
 
-    let (status, body) = app.admin(Method::POST, "/api/v1/users", Some(json!({"name": "A", "email": "a@b.c", "phone_numbers": ["101", 5]}))).await;
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"name": "A", "email": "a@b.c", "phone_numbers": ["101", 5]})),
+        )
+        .await;
     assert_eq!(status, 422);
     assert_eq!(body["error"]["field"], "phone_numbers[1]");
 
-    let (status, body) = app.admin(Method::POST, "/api/v1/users", Some(json!({"name": "A", "email": "a@b.c", "phone_numbers": ["12345678"]}))).await;
-    assert_eq!((status, body["error"]["field"].clone()), (422, json!("phone_numbers[0]")));
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"name": "A", "email": "a@b.c", "phone_numbers": ["12345678"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].clone()),
+        (422, json!("phone_numbers[0]"))
+    );
 
-    let (status, body) = app.admin(Method::POST, "/api/v1/leads", Some(json!({"email": "nope"}))).await;
-    assert_eq!((status, body["error"]["field"].clone()), (422, json!("email")));
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/api/v1/leads",
+            Some(json!({"email": "nope"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].clone()),
+        (422, json!("email"))
+    );
     assert_eq!(app.lead_count().await, 0);
 }
 
@@ -50,38 +88,80 @@ async fn emails_and_numbers_are_unique_across_users() {
     let app = spawn_app().await;
     app.agent("asha@example.com", &["+91 98450 12345"]).await;
 
-    let (status, body) = app.admin(Method::POST, "/api/v1/users", Some(json!({"name": "B", "email": "ASHA@example.com"}))).await;
-    assert_eq!((status, body["error"]["code"].clone()), (409, json!("email_in_use")));
+    let (status, body) = app
+        .admin(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"name": "B", "email": "ASHA@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("email_in_use"))
+    );
 
     let (status, body) = app
-        .admin(Method::POST, "/api/v1/users", Some(json!({"name": "B", "email": "b@example.com", "phone_numbers": ["09845012345"]})))
+        .admin(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"name": "B", "email": "b@example.com", "phone_numbers": ["09845012345"]})),
+        )
         .await;
     assert_eq!(status, 409);
-    assert_eq!(body["error"], json!({"code": "number_in_use", "message": "phone_numbers[0] is already in use", "field": "phone_numbers[0]"}));
-    assert_eq!(app.admin_get("/api/v1/users").await["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        body["error"],
+        json!({"code": "number_in_use", "message": "phone_numbers[0] is already in use", "field": "phone_numbers[0]"})
+    );
+    assert_eq!(
+        app.admin_get("/api/v1/users").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_virtual_number_belongs_to_one_connector() {
     let app = spawn_app().await;
     let a = app.connector().await;
-    let b = app.create_connector(json!({"name": "Knowlarity", "kind": "super_receptionist_v2"})).await;
-    app.admin_post(&format!("/api/v1/connectors/{}/virtual-numbers", a.id), json!({"number": "+91 80 6900 0000"})).await;
+    let b = app
+        .create_connector(json!({"name": "Knowlarity", "kind": "super_receptionist_v2"}))
+        .await;
+    app.admin_post(
+        &format!("/api/v1/connectors/{}/virtual-numbers", a.id),
+        json!({"number": "+91 80 6900 0000"}),
+    )
+    .await;
 
     let (status, body) = app
-        .admin(Method::POST, &format!("/api/v1/connectors/{}/virtual-numbers", b.id), Some(json!({"number": "08069000000"})))
+        .admin(
+            Method::POST,
+            &format!("/api/v1/connectors/{}/virtual-numbers", b.id),
+            Some(json!({"number": "08069000000"})),
+        )
         .await;
 
-    assert_eq!((status, body["error"]["code"].clone()), (409, json!("number_in_use")));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("number_in_use"))
+    );
     let got = app.admin_get(&format!("/api/v1/connectors/{}", a.id)).await;
     assert_eq!(got["is_default"], true);
-    assert!(got.get("secret_key").is_none(), "get shows the access key only");
+    assert!(
+        got.get("secret_key").is_none(),
+        "get shows the access key only"
+    );
 }
 
 #[tokio::test]
 async fn leads_are_patched_with_merge_patch_and_found_by_any_of_their_numbers() {
     let app = spawn_app().await;
-    let id = app.create_lead(json!({"first_name": "Meera", "phone": "8611795988", "fields": {"city": "Pune"}})).await;
+    let id = app
+        .create_lead(
+            json!({"first_name": "Meera", "phone": "8611795988", "fields": {"city": "Pune"}}),
+        )
+        .await;
 
     let (status, lead) = app
         .admin(Method::PATCH, &format!("/api/v1/leads/{id}"), Some(json!({"last_name": "Rao", "secondary_numbers": ["9000000001"], "fields": {"city": null}})))
@@ -91,7 +171,10 @@ async fn leads_are_patched_with_merge_patch_and_found_by_any_of_their_numbers() 
     assert_eq!(lead["first_name"], "Meera");
     assert_eq!(lead["last_name"], "Rao");
     assert_eq!(lead["fields"], json!({}));
-    assert_eq!(app.leads_with_phone("+919000000001").await[0]["id"], id.as_str());
+    assert_eq!(
+        app.leads_with_phone("+919000000001").await[0]["id"],
+        id.as_str()
+    );
     assert_eq!(app.leads_with_phone("08611795988").await.len(), 1);
 }
 
@@ -99,28 +182,70 @@ async fn leads_are_patched_with_merge_patch_and_found_by_any_of_their_numbers() 
 async fn an_agent_reads_me_and_searches_leads_by_name_or_number() {
     let app = spawn_app().await;
     let (id, token) = app.agent("asha@example.com", &["101"]).await;
-    app.create_lead(json!({"first_name": "Meera", "phone": "8611795988"})).await;
-    app.create_lead(json!({"first_name": "Mohan", "email": "mohan@example.com"})).await;
+    app.create_lead(json!({"first_name": "Meera", "phone": "8611795988"}))
+        .await;
+    app.create_lead(json!({"first_name": "Mohan", "email": "mohan@example.com"}))
+        .await;
     let get = |path: String| app.client.get(app.url(&path)).bearer_auth(&token).send();
 
-    let me: Value = get("/api/v1/me".into()).await.unwrap().json().await.unwrap();
+    let me: Value = get("/api/v1/me".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["id"], id.as_str());
     assert_eq!(me["phone_numbers"], json!(["101"]));
 
-    let by_name: Value = get("/api/v1/leads?q=me".into()).await.unwrap().json().await.unwrap();
+    let by_name: Value = get("/api/v1/leads?q=me".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(by_name["items"].as_array().unwrap().len(), 1);
-    let by_prefix: Value = get("/api/v1/leads?q=M".into()).await.unwrap().json().await.unwrap();
+    let by_prefix: Value = get("/api/v1/leads?q=M".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(by_prefix["items"].as_array().unwrap().len(), 2);
-    let by_number: Value = get("/api/v1/leads?q=%2B918611795988".into()).await.unwrap().json().await.unwrap();
+    let by_number: Value = get("/api/v1/leads?q=%2B918611795988".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(by_number["items"][0]["first_name"], "Meera");
 }
 
 #[tokio::test]
 async fn health_and_readiness_need_no_token() {
     let app = spawn_app().await;
-    let ready: Value = app.client.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready, json!({"status": "ready", "store": "ok", "redis": "off"}));
-    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status().as_u16(), 200);
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "store": "ok", "redis": "off"})
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
 }
 
 #[tokio::test]

@@ -28,7 +28,13 @@ async fn setup() -> Setup {
     app.popup(&c, "8611795988", "101", "c1").await;
     let popup = tab1.expect("popup").await["popup"].clone();
     tab2.expect("popup").await;
-    Setup { app, token, tab1, tab2, popup }
+    Setup {
+        app,
+        token,
+        tab1,
+        tab2,
+        popup,
+    }
 }
 
 fn task() -> Value {
@@ -36,16 +42,35 @@ fn task() -> Value {
 }
 
 #[tokio::test]
-async fn a_disposition_outside_the_list_or_without_the_mandatory_task_is_refused_and_changes_nothing() {
-    let Setup { app, mut tab1, mut tab2, popup, .. } = setup().await;
+async fn a_disposition_outside_the_list_or_without_the_mandatory_task_is_refused_and_changes_nothing()
+ {
+    let Setup {
+        app,
+        mut tab1,
+        mut tab2,
+        popup,
+        ..
+    } = setup().await;
     let lead_id = popup["lead"]["id"].as_str().unwrap().to_owned();
     let cases = [
-        (json!({"type": "dispose", "req": "r1", "popup_id": popup["id"], "value": "Maybe", "task": task()}), "value"),
-        (json!({"type": "dispose", "req": "r2", "popup_id": popup["id"], "value": "Interested"}), "task"),
-        (json!({"type": "dispose", "req": "r3", "popup_id": popup["id"], "value": "Interested", "task": task(),
-            "fields": {"email": "a@b.c"}}), "fields.email"),
-        (json!({"type": "dispose", "req": "r4", "popup_id": popup["id"], "value": "Interested", "task": task(),
-            "lead_id": uuid::Uuid::new_v4().to_string()}), "lead_id"),
+        (
+            json!({"type": "dispose", "req": "r1", "popup_id": popup["id"], "value": "Maybe", "task": task()}),
+            "value",
+        ),
+        (
+            json!({"type": "dispose", "req": "r2", "popup_id": popup["id"], "value": "Interested"}),
+            "task",
+        ),
+        (
+            json!({"type": "dispose", "req": "r3", "popup_id": popup["id"], "value": "Interested", "task": task(),
+            "fields": {"email": "a@b.c"}}),
+            "fields.email",
+        ),
+        (
+            json!({"type": "dispose", "req": "r4", "popup_id": popup["id"], "value": "Interested", "task": task(),
+            "lead_id": uuid::Uuid::new_v4().to_string()}),
+            "lead_id",
+        ),
     ];
 
     for (frame, field) in cases {
@@ -65,14 +90,23 @@ async fn a_disposition_outside_the_list_or_without_the_mandatory_task_is_refused
 }
 
 #[tokio::test]
-async fn an_accepted_disposition_updates_the_lead_records_activities_and_closes_the_popup_in_every_tab() {
-    let Setup { app, mut tab1, mut tab2, popup, .. } = setup().await;
+async fn an_accepted_disposition_updates_the_lead_records_activities_and_closes_the_popup_in_every_tab()
+ {
+    let Setup {
+        app,
+        mut tab1,
+        mut tab2,
+        popup,
+        ..
+    } = setup().await;
     let lead_id = popup["lead"]["id"].as_str().unwrap().to_owned();
 
-    tab1.send(json!({"type": "dispose", "req": "d1", "popup_id": popup["id"], "value": "Interested",
+    tab1.send(
+        json!({"type": "dispose", "req": "d1", "popup_id": popup["id"], "value": "Interested",
         "notes": "wants a demo", "task": task(), "activity": {"type": "Demo", "note": "Friday"},
-        "fields": {"stage": "Prospect"}}))
-        .await;
+        "fields": {"stage": "Prospect"}}),
+    )
+    .await;
 
     let mut saw_result = None;
     let mut frames = Vec::new();
@@ -81,12 +115,22 @@ async fn an_accepted_disposition_updates_the_lead_records_activities_and_closes_
             crate::helpers::Seen::Frame(f) => f,
             other => panic!("{other:?}"),
         };
-        if f["type"] == "result" { saw_result = Some(f) } else { frames.push(f) }
+        if f["type"] == "result" {
+            saw_result = Some(f)
+        } else {
+            frames.push(f)
+        }
     }
     let result = saw_result.unwrap();
     assert_eq!(result["ok"], true, "{result}");
     let activity_id = result["data"]["activity_id"].clone();
-    for tab_frames in [frames, vec![tab2.expect("disposition_saved").await, tab2.expect("popup_closed").await]] {
+    for tab_frames in [
+        frames,
+        vec![
+            tab2.expect("disposition_saved").await,
+            tab2.expect("popup_closed").await,
+        ],
+    ] {
         assert_eq!(tab_frames[0]["type"], "disposition_saved");
         assert_eq!(tab_frames[0]["activity_id"], activity_id);
         assert_eq!(tab_frames[0]["value"], "Interested");
@@ -98,10 +142,20 @@ async fn an_accepted_disposition_updates_the_lead_records_activities_and_closes_
     let lead = app.admin_get(&format!("/api/v1/leads/{lead_id}")).await;
     assert_eq!(lead["fields"]["Disposition"], "Interested");
     assert_eq!(lead["stage"], "Prospect");
-    let mut kinds: Vec<String> = app.activities(&lead_id).await.iter().map(|a| a["kind"].as_str().unwrap().to_owned()).collect();
+    let mut kinds: Vec<String> = app
+        .activities(&lead_id)
+        .await
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap().to_owned())
+        .collect();
     kinds.sort();
     assert_eq!(kinds, ["custom", "disposition", "task"]);
-    let disposition = app.activities(&lead_id).await.into_iter().find(|a| a["kind"] == "disposition").unwrap();
+    let disposition = app
+        .activities(&lead_id)
+        .await
+        .into_iter()
+        .find(|a| a["kind"] == "disposition")
+        .unwrap();
     assert_eq!(disposition["id"], activity_id);
     assert_eq!(disposition["notes"], "wants a demo");
     assert_eq!(disposition["call_session_id"], "c1");
@@ -109,10 +163,18 @@ async fn an_accepted_disposition_updates_the_lead_records_activities_and_closes_
 
 #[tokio::test]
 async fn a_second_disposition_is_409_and_changes_nothing() {
-    let Setup { app, token, popup, .. } = setup().await;
+    let Setup {
+        app, token, popup, ..
+    } = setup().await;
     let lead_id = popup["lead"]["id"].as_str().unwrap().to_owned();
     let body = json!({"popup_id": popup["id"], "value": "Interested", "task": task()});
-    let post = || app.client.post(app.url("/api/v1/dispositions")).bearer_auth(&token).json(&body).send();
+    let post = || {
+        app.client
+            .post(app.url("/api/v1/dispositions"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
 
     assert_eq!(post().await.unwrap().status().as_u16(), 200);
     let again = post().await.unwrap();
@@ -120,7 +182,11 @@ async fn a_second_disposition_is_409_and_changes_nothing() {
     assert_eq!(again.status().as_u16(), 409);
     let out: Value = again.json().await.unwrap();
     assert_eq!(out["error"]["code"], "already_disposed");
-    assert_eq!(app.activities(&lead_id).await.len(), 2, "one disposition and one task");
+    assert_eq!(
+        app.activities(&lead_id).await.len(),
+        2,
+        "one disposition and one task"
+    );
 }
 
 #[tokio::test]

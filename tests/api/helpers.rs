@@ -48,7 +48,14 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let addr = app.local_addr().unwrap();
     let state = app.state().clone();
     let handle = tokio::spawn(app.run_until_stopped());
-    TestApp { addr, admin_token, client: reqwest::Client::new(), state, handle, _dir: dir }
+    TestApp {
+        addr,
+        admin_token,
+        client: reqwest::Client::new(),
+        state,
+        handle,
+        _dir: dir,
+    }
 }
 
 impl TestApp {
@@ -57,8 +64,16 @@ impl TestApp {
     }
 
     /// An admin API call; returns status and JSON body (null when empty).
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.client.request(method, self.url(path)).bearer_auth(&self.admin_token);
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -91,39 +106,64 @@ impl TestApp {
 
     /// A connector named "Exotel" with the given disposition form.
     pub async fn connector(&self) -> TestConnector {
-        self.create_connector(json!({"name": "Exotel", "disposition": {"values": ["Interested", "Not interested"]}})).await
+        self.create_connector(
+            json!({"name": "Exotel", "disposition": {"values": ["Interested", "Not interested"]}}),
+        )
+        .await
     }
 
     /// Creates an agent with these numbers; returns (id, token).
     pub async fn agent(&self, email: &str, numbers: &[&str]) -> (String, String) {
-        let u = self.admin_post("/api/v1/users", json!({"name": email, "email": email, "phone_numbers": numbers})).await;
+        let u = self
+            .admin_post(
+                "/api/v1/users",
+                json!({"name": email, "email": email, "phone_numbers": numbers}),
+            )
+            .await;
         let id = u["id"].as_str().unwrap().to_owned();
-        let t = self.admin_post(&format!("/api/v1/users/{id}/tokens"), json!({})).await;
+        let t = self
+            .admin_post(&format!("/api/v1/users/{id}/tokens"), json!({}))
+            .await;
         (id, t["token"].as_str().unwrap().to_owned())
     }
 
     pub async fn create_lead(&self, body: Value) -> String {
-        self.admin_post("/api/v1/leads", body).await["id"].as_str().unwrap().to_owned()
+        self.admin_post("/api/v1/leads", body).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn leads_with_phone(&self, phone: &str) -> Vec<Value> {
-        let v = self.admin_get(&format!("/api/v1/leads?phone={}", urlencode(phone))).await;
+        let v = self
+            .admin_get(&format!("/api/v1/leads?phone={}", urlencode(phone)))
+            .await;
         v["items"].as_array().unwrap().clone()
     }
 
     pub async fn lead_count(&self) -> usize {
-        self.admin_get("/api/v1/leads?limit=500").await["items"].as_array().unwrap().len()
+        self.admin_get("/api/v1/leads?limit=500").await["items"]
+            .as_array()
+            .unwrap()
+            .len()
     }
 
     pub async fn activities(&self, lead_id: &str) -> Vec<Value> {
-        self.admin_get(&format!("/api/v1/activities?lead_id={lead_id}")).await["items"].as_array().unwrap().clone()
+        self.admin_get(&format!("/api/v1/activities?lead_id={lead_id}"))
+            .await["items"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// Posts an agent popup with keys in the query string; returns status and body.
     pub async fn post_popup(&self, c: &TestConnector, body: &str) -> (u16, Value) {
         let res = self
             .client
-            .post(self.url(&format!("/v2/Telephony.svc/ShowAgentPopup?accessKey={}&secretKey={}", c.access_key, c.secret_key)))
+            .post(self.url(&format!(
+                "/v2/Telephony.svc/ShowAgentPopup?accessKey={}&secretKey={}",
+                c.access_key, c.secret_key
+            )))
             .header("content-type", "application/json")
             .body(body.to_owned())
             .send()
@@ -133,7 +173,13 @@ impl TestApp {
     }
 
     /// Posts a generic inbound popup from `caller` to the agent on `agent_number`.
-    pub async fn popup(&self, c: &TestConnector, caller: &str, agent_number: &str, session: &str) -> Value {
+    pub async fn popup(
+        &self,
+        c: &TestConnector,
+        caller: &str,
+        agent_number: &str,
+        session: &str,
+    ) -> Value {
         let body = json!({"SourceNumber": caller, "DestinationNumber": agent_number, "Direction": "Inbound", "CallSessionId": session});
         let (status, out) = self.post_popup(c, &body.to_string()).await;
         assert_eq!(status, 200, "{out}");
@@ -145,7 +191,12 @@ impl TestApp {
     pub async fn telephony_logs(&self, query: &str, at_least: usize) -> Vec<Value> {
         tokio::time::timeout(WAIT, async {
             loop {
-                let rows = self.admin_get(&format!("/api/v1/telephony-logs?{query}")).await["items"].as_array().unwrap().clone();
+                let rows = self
+                    .admin_get(&format!("/api/v1/telephony-logs?{query}"))
+                    .await["items"]
+                    .as_array()
+                    .unwrap()
+                    .clone();
                 if rows.len() >= at_least {
                     return rows;
                 }
@@ -160,13 +211,16 @@ impl TestApp {
     /// Opens an agent socket and authenticates; returns it after `ready`.
     pub async fn agent_socket(&self, token: &str, since: Option<i64>) -> (AgentSocket, Value) {
         let mut s = self.raw_socket().await;
-        s.send(json!({"type": "auth", "token": token, "since": since})).await;
+        s.send(json!({"type": "auth", "token": token, "since": since}))
+            .await;
         let ready = s.expect("ready").await;
         (s, ready)
     }
 
     pub async fn raw_socket(&self) -> AgentSocket {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr)).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", self.addr))
+            .await
+            .unwrap();
         AgentSocket { ws }
     }
 }
@@ -188,7 +242,10 @@ pub enum Seen {
 
 impl AgentSocket {
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
     }
 
     /// The next JSON frame or the close, skipping pings.
@@ -196,8 +253,12 @@ impl AgentSocket {
         tokio::time::timeout(WAIT, async {
             loop {
                 match self.ws.next().await {
-                    Some(Ok(Message::Text(t))) => return Seen::Frame(serde_json::from_str(t.as_str()).unwrap()),
-                    Some(Ok(Message::Close(f))) => return Seen::Closed(f.map(|f| u16::from(f.code))),
+                    Some(Ok(Message::Text(t))) => {
+                        return Seen::Frame(serde_json::from_str(t.as_str()).unwrap());
+                    }
+                    Some(Ok(Message::Close(f))) => {
+                        return Seen::Closed(f.map(|f| u16::from(f.code)));
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(_)) | None => return Seen::Closed(None),
                 }

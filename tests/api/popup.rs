@@ -28,11 +28,17 @@ async fn a_popup_reaches_both_tabs_of_the_right_agent_and_no_other_agent() {
         assert_eq!(f["popup"]["call"]["connector_name"], "Exotel");
         assert_eq!(f["popup"]["lead"]["id"], answer["LeadId"]);
         assert_eq!(f["popup"]["new_lead"], true);
-        assert_eq!(f["popup"]["disposition_form"]["values"], json!(["Interested", "Not interested"]));
+        assert_eq!(
+            f["popup"]["disposition_form"]["values"],
+            json!(["Interested", "Not interested"])
+        );
         assert!(f["popup"]["disposition_form"].get("forward").is_none());
         assert!(f["seq"].as_i64().unwrap() > 0);
     }
-    assert!(other.drain().await.is_empty(), "another agent must not see the popup");
+    assert!(
+        other.drain().await.is_empty(),
+        "another agent must not see the popup"
+    );
 }
 
 #[tokio::test]
@@ -40,8 +46,12 @@ async fn lead_id_wins_over_the_number() {
     let app = spawn_app().await;
     let c = app.connector().await;
     app.agent("asha@example.com", &["101"]).await;
-    let by_number = app.create_lead(json!({"first_name": "Number", "phone": "8611795988"})).await;
-    let chosen = app.create_lead(json!({"first_name": "Chosen", "phone": "9000000001"})).await;
+    let by_number = app
+        .create_lead(json!({"first_name": "Number", "phone": "8611795988"}))
+        .await;
+    let chosen = app
+        .create_lead(json!({"first_name": "Chosen", "phone": "9000000001"}))
+        .await;
 
     let body = json!({"SourceNumber": "8611795988", "DestinationNumber": "101", "Direction": "Inbound",
         "CallSessionId": "c1", "LeadId": chosen});
@@ -72,15 +82,23 @@ async fn two_leads_sharing_a_number_give_the_most_recent_lead_and_the_other_as_c
     let app = spawn_app().await;
     let c = app.connector().await;
     let (_, token) = app.agent("asha@example.com", &["101"]).await;
-    let older = app.create_lead(json!({"first_name": "Old", "phone": "8611795988"})).await;
-    let newer = app.create_lead(json!({"first_name": "New", "mobile": "08611795988"})).await;
+    let older = app
+        .create_lead(json!({"first_name": "Old", "phone": "8611795988"}))
+        .await;
+    let newer = app
+        .create_lead(json!({"first_name": "New", "mobile": "08611795988"}))
+        .await;
     let (mut tab, _) = app.agent_socket(&token, None).await;
 
     let answer = app.popup(&c, "+91-8611795988", "101", "c1").await;
 
     assert_eq!(answer["LeadId"], newer.as_str());
     let f = tab.expect("popup").await;
-    let candidates: Vec<&Value> = f["popup"]["candidates"].as_array().unwrap().iter().collect();
+    let candidates: Vec<&Value> = f["popup"]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
     assert_eq!(candidates.len(), 1);
     assert_eq!(candidates[0]["id"], older.as_str());
     assert_eq!(f["popup"]["new_lead"], false);
@@ -91,14 +109,18 @@ async fn an_unknown_caller_creates_exactly_one_lead_even_when_the_call_is_posted
     let app = spawn_app().await;
     let c = app.connector().await;
     app.agent("asha@example.com", &["101"]).await;
-    let body = json!({"SourceNumber": "8611795988", "DestinationNumber": "101", "Direction": "Inbound",
+    let body =
+        json!({"SourceNumber": "8611795988", "DestinationNumber": "101", "Direction": "Inbound",
         "CallSessionId": "same-call", "CallerName": "Ravi"})
-    .to_string();
+        .to_string();
 
     let (a, b) = tokio::join!(app.post_popup(&c, &body), app.post_popup(&c, &body));
 
     assert_eq!((a.0, b.0), (200, 200));
-    assert_eq!(a.1["Message"]["Id"], b.1["Message"]["Id"], "one popup per call session");
+    assert_eq!(
+        a.1["Message"]["Id"], b.1["Message"]["Id"],
+        "one popup per call session"
+    );
     assert_eq!(a.1["Message"]["LeadId"], b.1["Message"]["LeadId"]);
     let leads = app.leads_with_phone("8611795988").await;
     assert_eq!(leads.len(), 1);
@@ -149,7 +171,10 @@ async fn a_wrong_key_is_401_and_leaves_a_log_row_without_the_secret() {
 
     let res = app
         .client
-        .post(app.url(&format!("/api/v1/telephony/agent-popup?accessKey={}&secretKey={wrong}", c.access_key)))
+        .post(app.url(&format!(
+            "/api/v1/telephony/agent-popup?accessKey={}&secretKey={wrong}",
+            c.access_key
+        )))
         .body(body.to_string())
         .send()
         .await
@@ -157,15 +182,23 @@ async fn a_wrong_key_is_401_and_leaves_a_log_row_without_the_secret() {
 
     assert_eq!(res.status().as_u16(), 401);
     let out: Value = res.json().await.unwrap();
-    assert_eq!(out, json!({"Status": "Error", "ExceptionType": "Unauthorized",
-        "ExceptionMessage": "A valid accessKey and secretKey are required", "Field": null}));
-    let rows = app.telephony_logs(&format!("connector_id={}", c.id), 1).await;
+    assert_eq!(
+        out,
+        json!({"Status": "Error", "ExceptionType": "Unauthorized",
+        "ExceptionMessage": "A valid accessKey and secretKey are required", "Field": null})
+    );
+    let rows = app
+        .telephony_logs(&format!("connector_id={}", c.id), 1)
+        .await;
     assert_eq!(rows[0]["http_status"], 401);
     assert_eq!(rows[0]["outcome"], "rejected");
     assert_eq!(rows[0]["endpoint"], "agent_popup");
     let text = rows[0].to_string();
     for secret in [wrong, "body-secret-456", c.secret_key.as_str()] {
-        assert!(!text.contains(secret), "a secret leaked into the log row: {text}");
+        assert!(
+            !text.contains(secret),
+            "a secret leaked into the log row: {text}"
+        );
     }
     assert_eq!(rows[0]["request"]["CallSessionId"], "c1");
     assert_eq!(app.lead_count().await, 0);
@@ -204,7 +237,9 @@ async fn bad_requests_get_the_envelope_with_code_and_field_and_change_nothing() 
 #[tokio::test]
 async fn a_disabled_popup_is_validated_and_logged_and_nothing_else_happens() {
     let app = spawn_app().await;
-    let c = app.create_connector(json!({"name": "Quiet", "popup": {"enabled": false}})).await;
+    let c = app
+        .create_connector(json!({"name": "Quiet", "popup": {"enabled": false}}))
+        .await;
     app.agent("asha@example.com", &["101"]).await;
 
     let (status, out) = app
@@ -212,7 +247,10 @@ async fn a_disabled_popup_is_validated_and_logged_and_nothing_else_happens() {
         .await;
 
     assert_eq!(status, 200);
-    assert_eq!(out["Message"], json!({"Id": null, "LeadId": null, "Delivered": 0, "Queued": false, "Message": "Agent popup disabled"}));
+    assert_eq!(
+        out["Message"],
+        json!({"Id": null, "LeadId": null, "Delivered": 0, "Queued": false, "Message": "Agent popup disabled"})
+    );
     assert_eq!(app.lead_count().await, 0);
     app.telephony_logs("outcome=ok", 1).await;
 }

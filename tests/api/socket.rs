@@ -10,7 +10,8 @@ async fn a_bad_token_or_a_first_frame_that_is_not_auth_closes_with_4401() {
     let app = spawn_app().await;
 
     let mut bad = app.raw_socket().await;
-    bad.send(json!({"type": "auth", "token": "not-a-jwt"})).await;
+    bad.send(json!({"type": "auth", "token": "not-a-jwt"}))
+        .await;
     assert_eq!(bad.expect_close().await, Some(4401));
 
     let mut rude = app.raw_socket().await;
@@ -22,7 +23,11 @@ async fn a_bad_token_or_a_first_frame_that_is_not_auth_closes_with_4401() {
 async fn ready_carries_the_user_and_the_connectors_they_see() {
     let app = spawn_app().await;
     let c = app.connector().await;
-    app.admin_post(&format!("/api/v1/connectors/{}/virtual-numbers", c.id), json!({"number": "08069000000", "tag": "Sales"})).await;
+    app.admin_post(
+        &format!("/api/v1/connectors/{}/virtual-numbers", c.id),
+        json!({"number": "08069000000", "tag": "Sales"}),
+    )
+    .await;
     let (id, token) = app.agent("asha@example.com", &["101"]).await;
 
     let (_, ready) = app.agent_socket(&token, None).await;
@@ -30,7 +35,10 @@ async fn ready_carries_the_user_and_the_connectors_they_see() {
     assert_eq!(ready["user"]["id"], id.as_str());
     assert_eq!(ready["seq"], 0);
     assert_eq!(ready["connectors"][0]["id"], c.id.as_str());
-    assert_eq!(ready["connectors"][0]["virtual_numbers"][0]["number"], "+918069000000");
+    assert_eq!(
+        ready["connectors"][0]["virtual_numbers"][0]["number"],
+        "+918069000000"
+    );
     assert_eq!(ready["connectors"][0]["virtual_numbers"][0]["tag"], "Sales");
     assert!(ready["connectors"][0].get("secret_key").is_none());
 }
@@ -41,14 +49,26 @@ async fn an_inactive_user_is_refused_and_deactivation_closes_open_sockets_with_4
     let (id, token) = app.agent("asha@example.com", &["101"]).await;
     let (mut open, _) = app.agent_socket(&token, None).await;
 
-    let (status, _) = app.admin(reqwest::Method::PATCH, &format!("/api/v1/users/{id}"), Some(json!({"active": false}))).await;
+    let (status, _) = app
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(json!({"active": false})),
+        )
+        .await;
     assert_eq!(status, 200);
 
     assert_eq!(open.expect_close().await, Some(4403));
     let mut again = app.raw_socket().await;
     again.send(json!({"type": "auth", "token": token})).await;
     assert_eq!(again.expect_close().await, Some(4403));
-    let res = app.client.get(app.url("/api/v1/me")).bearer_auth(&token).send().await.unwrap();
+    let res = app
+        .client
+        .get(app.url("/api/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 403);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "user_inactive");
@@ -72,11 +92,17 @@ async fn a_reconnect_with_since_replays_only_the_events_after_it() {
     let f = again.expect("popup").await;
     assert_eq!(f["popup"]["id"], second["Id"]);
     assert_eq!(f["seq"], k + 1);
-    assert!(again.drain().await.is_empty(), "c1's popup was already seen");
+    assert!(
+        again.drain().await.is_empty(),
+        "c1's popup was already seen"
+    );
 
     // a fresh page (since null) gets every open popup, oldest first
     let (mut fresh, _) = app.agent_socket(&token, None).await;
-    assert_eq!(fresh.expect("popup").await["popup"]["id"], first["popup"]["id"]);
+    assert_eq!(
+        fresh.expect("popup").await["popup"]["id"],
+        first["popup"]["id"]
+    );
     assert_eq!(fresh.expect("popup").await["popup"]["id"], second["Id"]);
 }
 
@@ -116,7 +142,8 @@ async fn a_client_frame_over_the_size_limit_closes_the_socket_with_1008() {
     let (_, token) = app.agent("asha@example.com", &["101"]).await;
     let (mut tab, _) = app.agent_socket(&token, None).await;
 
-    tab.send(json!({"type": "ping", "pad": "x".repeat(4096)})).await;
+    tab.send(json!({"type": "ping", "pad": "x".repeat(4096)}))
+        .await;
 
     assert_eq!(tab.expect_close().await, Some(1008));
 }
@@ -125,8 +152,11 @@ async fn a_client_frame_over_the_size_limit_closes_the_socket_with_1008() {
 async fn a_browser_from_a_foreign_origin_may_not_open_a_socket() {
     let app = spawn_app().await;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
-    req.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
+    let mut req = format!("ws://{}/ws", app.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
 
     let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
 
@@ -147,12 +177,21 @@ async fn a_socket_that_never_reads_is_closed_while_another_agent_still_receives_
     let c = app.connector().await;
     app.agent("slow@example.com", &["101"]).await;
     let (_, fast_token) = app.agent("fast@example.com", &["102"]).await;
-    let slow_token = app.admin_post(&format!("/api/v1/users/{}/tokens", user_id(&app, "slow@example.com").await), json!({})).await;
+    let slow_token = app
+        .admin_post(
+            &format!(
+                "/api/v1/users/{}/tokens",
+                user_id(&app, "slow@example.com").await
+            ),
+            json!({}),
+        )
+        .await;
     let big = app
         .create_lead(json!({"first_name": "Big", "phone": "9000000009", "fields": {"notes": "x".repeat(60 * 1024)}}))
         .await;
     let mut slow = app.raw_socket().await;
-    slow.send(json!({"type": "auth", "token": slow_token["token"]})).await; // and never read again
+    slow.send(json!({"type": "auth", "token": slow_token["token"]}))
+        .await; // and never read again
     let (mut fast, _) = app.agent_socket(&fast_token, None).await;
 
     // Act: keep popping up the slow agent until the gateway gives up on that socket
@@ -179,5 +218,13 @@ async fn a_socket_that_never_reads_is_closed_while_another_agent_still_receives_
 
 async fn user_id(app: &crate::helpers::TestApp, email: &str) -> String {
     let users = app.admin_get("/api/v1/users").await;
-    users["items"].as_array().unwrap().iter().find(|u| u["email"] == email).unwrap()["id"].as_str().unwrap().to_owned()
+    users["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == email)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
