@@ -112,6 +112,12 @@ impl App {
         let grace = Duration::from_secs(state.settings.server.shutdown_grace_secs);
         let app = router(state);
         let service = tower::util::MapRequestLayer::new(rewrite_lgtc_path).layer(app);
+        // popups are small frames that must leave at once: no Nagle delay
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
             listener,
             axum::ServiceExt::<Request>::into_make_service(service),

@@ -33,13 +33,43 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 const OPEN_STATES: &str = "('queued','delivered','acked')";
 
 /// The SQLite implementation of [`super::Store`].
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Writers of this process queue here instead of in SQLite's busy handler, whose
+    /// sleeping back-off (up to 100 ms a try) would put long tails on popups.
+    write_lock: Arc<Mutex<()>>,
+}
+
+/// A write transaction that holds the process-wide write lock until it ends.
+struct WriteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    _lock: OwnedMutexGuard<()>,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -690,11 +720,22 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("migrating the SQLite database")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            write_lock: Arc::new(Mutex::new(())),
+        })
     }
 
-    async fn immediate(&self) -> StoreResult<sqlx::Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    async fn immediate(&self) -> StoreResult<WriteTx> {
+        let lock = self.write_lock.clone().lock_owned().await;
+        Ok(WriteTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _lock: lock,
+        })
+    }
+
+    async fn write_guard(&self) -> OwnedMutexGuard<()> {
+        self.write_lock.clone().lock_owned().await
     }
 
     async fn fetch_connector(
@@ -757,6 +798,7 @@ impl SqliteStore {
 #[async_trait]
 impl super::Store for SqliteStore {
     async fn probe(&self) -> StoreResult<()> {
+        let _w = self.write_guard().await;
         sqlx::query("INSERT INTO secrets (name, value) VALUES ('probe', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
             .bind(Timestamp::now().millis().to_string())
             .execute(&self.pool)
@@ -1520,6 +1562,7 @@ impl super::Store for SqliteStore {
         if ids.is_empty() {
             return Ok(());
         }
+        let _w = self.write_guard().await;
         let mut qb = QueryBuilder::<Sqlite>::new(
             "UPDATE popups SET state = 'delivered' WHERE state = 'queued' AND id IN (",
         );
@@ -1533,6 +1576,7 @@ impl super::Store for SqliteStore {
     }
 
     async fn ack_popup(&self, user: UserId, id: PopupId) -> StoreResult<bool> {
+        let _w = self.write_guard().await;
         Ok(sqlx::query("UPDATE popups SET state = 'acked' WHERE id = ? AND user_id = ? AND state IN ('queued', 'delivered')")
             .bind(id.to_string())
             .bind(user.to_string())
@@ -1732,7 +1776,7 @@ impl super::Store for SqliteStore {
     }
 
     async fn insert_telephony_logs(&self, rows: &[TelephonyLogRow]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.immediate().await?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO telephony_logs (id, at, connector_id, endpoint, http_status, outcome, error_code, \

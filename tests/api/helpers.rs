@@ -42,8 +42,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let admin_token = format!("admin-{}", uuid::Uuid::new_v4());
     settings.auth.admin_token = Some(admin_token.clone().into());
     settings.log.level = "warn".into();
-    tweak(&mut settings);
     settings.validate().unwrap();
+    // tweaks may step outside what validate() allows (e.g. an idle timeout shorter than
+    // the heartbeat, to test idle closing without pings)
+    tweak(&mut settings);
     let app = App::build(settings).await.unwrap();
     let addr = app.local_addr().unwrap();
     let state = app.state().clone();

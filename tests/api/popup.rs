@@ -1,6 +1,6 @@
 //! SPEC 2.1 — agent popups.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -90,9 +90,21 @@ async fn two_leads_sharing_a_number_give_the_most_recent_lead_and_the_other_as_c
         .await;
     let (mut tab, _) = app.agent_socket(&token, None).await;
 
+    // the most recently updated lead wins, ties broken by id (both may share a millisecond)
+    let mut by_rule = Vec::new();
+    for id in [&older, &newer] {
+        let l = app.admin_get(&format!("/api/v1/leads/{id}")).await;
+        by_rule.push((
+            std::cmp::Reverse(l["updated_at"].as_str().unwrap().to_owned()),
+            id.clone(),
+        ));
+    }
+    by_rule.sort();
+    let (first, second) = (by_rule[0].1.clone(), by_rule[1].1.clone());
+
     let answer = app.popup(&c, "+91-8611795988", "101", "c1").await;
 
-    assert_eq!(answer["LeadId"], newer.as_str());
+    assert_eq!(answer["LeadId"], first.as_str());
     let f = tab.expect("popup").await;
     let candidates: Vec<&Value> = f["popup"]["candidates"]
         .as_array()
@@ -100,7 +112,7 @@ async fn two_leads_sharing_a_number_give_the_most_recent_lead_and_the_other_as_c
         .iter()
         .collect();
     assert_eq!(candidates.len(), 1);
-    assert_eq!(candidates[0]["id"], older.as_str());
+    assert_eq!(candidates[0]["id"], second.as_str());
     assert_eq!(f["popup"]["new_lead"], false);
 }
 
@@ -278,4 +290,18 @@ async fn provider_paths_and_field_names_are_case_insensitive_and_keys_work_as_he
         Value::Bool(true) => {}
         ref other => panic!("expected a queued popup, got {other}"),
     }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_in_the_envelope() {
+    let app = spawn_app_with(|s| s.server.max_body_bytes = 1024).await;
+    let c = app.connector().await;
+
+    let (status, out) = app
+        .post_popup(&c, &format!("{{\"Tag\": \"{}\"}}", "x".repeat(4096)))
+        .await;
+
+    assert_eq!(status, 413);
+    assert_eq!(out["ExceptionType"], "PayloadTooLarge");
+    app.telephony_logs("outcome=rejected", 1).await;
 }

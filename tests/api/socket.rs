@@ -228,3 +228,42 @@ async fn user_id(app: &crate::helpers::TestApp, email: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_with_4408() {
+    // no pings within the idle window, so the client has nothing to answer
+    let app = spawn_app_with(|s| {
+        s.ws.heartbeat_secs = 3600;
+        s.ws.idle_timeout_secs = 1;
+    })
+    .await;
+    let (_, token) = app.agent("asha@example.com", &["101"]).await;
+    let (mut tab, _) = app.agent_socket(&token, None).await;
+
+    assert_eq!(tab.expect_close().await, Some(4408));
+}
+
+#[tokio::test]
+async fn a_popup_queued_past_its_ttl_expires_and_connected_tabs_hear_of_it() {
+    let app = spawn_app_with(|s| {
+        s.popup.ttl_secs = 1;
+        s.popup.open_max_secs = 2;
+    })
+    .await;
+    let c = app.connector().await;
+    let (_, token) = app.agent("asha@example.com", &["101"]).await;
+    let (mut tab, _) = app.agent_socket(&token, None).await;
+
+    let answer = app.popup(&c, "8611795988", "101", "c1").await;
+    tab.expect("popup").await;
+
+    let closed = tab.expect("popup_closed").await;
+    assert_eq!(closed["popup_id"], answer["Id"]);
+    assert_eq!(closed["reason"], "expired");
+    let again = app.popup(&c, "8611795988", "101", "c1").await;
+    assert_eq!(again["Id"], answer["Id"]);
+    assert_eq!(
+        (again["Delivered"].clone(), again["Queued"].clone()),
+        (json!(0), json!(false))
+    );
+}

@@ -1,0 +1,304 @@
+//! The gateway's admin API as the benchmark uses it: teams, connectors, agents (users
+//! with an extension and a token) and leads. Every name, email, extension and lead
+//! number carries a per-run nonce, so several runs can share one gateway database; the
+//! run's connector is bound to the run's team, so the agents see it whether or not it
+//! happens to be the gateway's default connector.
+
+use anyhow::{Context, bail};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How many admin requests run at once while setting up.
+const SETUP_PARALLELISM: usize = 8;
+
+/// A per-run random-ish number (clock nanoseconds mixed with the process id).
+pub fn run_nonce() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Truncation is fine: only the low bits are wanted, mixed.
+    #[allow(clippy::cast_possible_truncation)]
+    let mut x = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The gateway's base URL without a trailing slash.
+pub fn base_url(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+/// The agent socket URL (`ws://host:port/ws`) of a gateway base URL.
+///
+/// # Errors
+/// The URL is neither `http://` nor `https://`.
+pub fn ws_url(base: &str) -> anyhow::Result<String> {
+    if let Some(rest) = base.strip_prefix("http://") {
+        Ok(format!("ws://{rest}/ws"))
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        Ok(format!("wss://{rest}/ws"))
+    } else {
+        bail!("--url must start with http:// (got {base})")
+    }
+}
+
+/// A connector's provider credentials.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    /// Its id.
+    pub id: String,
+    /// `accessKey`.
+    pub access_key: String,
+    /// `secretKey`.
+    pub secret_key: String,
+}
+
+/// An agent ready to open sockets and receive popups.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// The extension popups are addressed to (`DestinationNumber`).
+    pub extension: String,
+    /// A JWT for the socket's `auth` frame.
+    pub token: String,
+}
+
+/// An admin API client.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// Why an admin call failed: the status (when the gateway answered) and a description.
+#[derive(Debug)]
+struct CallError {
+    status: Option<StatusCode>,
+    error: anyhow::Error,
+}
+
+impl AdminClient {
+    /// A client for the gateway at `base` with the admin bearer `token`.
+    pub fn new(http: reqwest::Client, base: &str, token: &str) -> Self {
+        Self {
+            http,
+            base: base_url(base),
+            token: token.to_owned(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, CallError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| CallError {
+                status: None,
+                error: anyhow::Error::new(e).context(format!("{method} {path}")),
+            })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| CallError {
+            status: Some(status),
+            error: anyhow::Error::new(e).context(format!("{method} {path}: reading the body")),
+        })?;
+        if !status.is_success() {
+            return Err(CallError {
+                status: Some(status),
+                error: anyhow::anyhow!("{method} {path} answered {status}: {text}"),
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| CallError {
+            status: Some(status),
+            error: anyhow::Error::new(e)
+                .context(format!("{method} {path}: the answer is not JSON: {text}")),
+        })
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, body)
+            .await
+            .map_err(|e| e.error)
+    }
+
+    /// Creates a team; returns its id.
+    ///
+    /// # Errors
+    /// The gateway refused or could not be reached.
+    pub async fn create_team(&self, name: &str) -> anyhow::Result<String> {
+        let v = self.post("/api/v1/teams", &json!({ "name": name })).await?;
+        str_field(&v, "id")
+    }
+
+    /// Creates a generic connector, binds it to `team_id`, and returns its keys.
+    ///
+    /// # Errors
+    /// The gateway refused or could not be reached.
+    pub async fn create_connector(&self, name: &str, team_id: &str) -> anyhow::Result<Connector> {
+        let v = self
+            .post("/api/v1/connectors", &json!({ "name": name }))
+            .await?;
+        let c = Connector {
+            id: str_field(&v, "id")?,
+            access_key: str_field(&v, "access_key")?,
+            secret_key: str_field(&v, "secret_key")?,
+        };
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/connectors/{}/teams", c.id),
+            &json!({ "team_ids": [team_id] }),
+        )
+        .await
+        .map_err(|e| e.error)?;
+        Ok(c)
+    }
+
+    /// Creates one agent of `team_id` with a six-digit extension derived from
+    /// `nonce` and `index`, and issues its token. A taken extension (409/422) is retried
+    /// a few times with another one.
+    ///
+    /// # Errors
+    /// The gateway refused or could not be reached.
+    pub async fn create_agent(
+        &self,
+        nonce: u64,
+        index: usize,
+        team_id: &str,
+    ) -> anyhow::Result<Agent> {
+        let mut last = None;
+        for attempt in 0..5u64 {
+            let extension = extension(nonce.wrapping_add(attempt.wrapping_mul(0x9e37_79b9)), index);
+            let email = format!("agent{index}.{nonce:016x}.{attempt}@bench.test");
+            let body = json!({
+                "name": format!("Bench agent {index}"),
+                "email": email,
+                "phone_numbers": [extension],
+                "team_ids": [team_id],
+            });
+            match self
+                .call(reqwest::Method::POST, "/api/v1/users", &body)
+                .await
+            {
+                Ok(v) => {
+                    let id = str_field(&v, "id")?;
+                    let t = self
+                        .post(&format!("/api/v1/users/{id}/tokens"), &json!({}))
+                        .await?;
+                    return Ok(Agent {
+                        extension,
+                        token: str_field(&t, "token")?,
+                    });
+                }
+                Err(CallError {
+                    status: Some(s),
+                    error,
+                }) if s == StatusCode::CONFLICT || s == StatusCode::UNPROCESSABLE_ENTITY => {
+                    last = Some(error);
+                }
+                Err(e) => return Err(e.error),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow::anyhow!("creating agent {index} failed"))
+            .context(format!("creating agent {index}")))
+    }
+
+    /// Creates `count` agents of `team_id` (a few requests at a time), in index order.
+    ///
+    /// # Errors
+    /// The first agent that could not be created.
+    pub async fn create_agents(
+        &self,
+        nonce: u64,
+        count: usize,
+        team_id: &str,
+    ) -> anyhow::Result<Vec<Agent>> {
+        stream::iter(0..count)
+            .map(|i| self.create_agent(nonce, i, team_id))
+            .buffered(SETUP_PARALLELISM)
+            .try_collect()
+            .await
+    }
+
+    /// Creates `count` leads with distinct mobile numbers derived from `nonce`; returns
+    /// the numbers (E.164) in order.
+    ///
+    /// # Errors
+    /// More than 100 000 leads asked for, or the gateway refused.
+    pub async fn create_leads(&self, nonce: u64, count: usize) -> anyhow::Result<Vec<String>> {
+        if count > 100_000 {
+            bail!("--leads must be at most 100000");
+        }
+        let block = nonce % 10_000;
+        let numbers: Vec<String> = (0..count)
+            .map(|i| format!("+919{block:04}{i:05}"))
+            .collect();
+        stream::iter(numbers.iter().enumerate())
+            .map(|(i, n)| async move {
+                self.post(
+                    "/api/v1/leads",
+                    &json!({ "first_name": "Lead", "last_name": format!("{i}"), "phone": n }),
+                )
+                .await
+                .with_context(|| format!("creating lead {n}"))
+            })
+            .buffered(SETUP_PARALLELISM)
+            .try_collect::<Vec<Value>>()
+            .await?;
+        Ok(numbers)
+    }
+}
+
+/// A six-digit extension (100000..=999999) for agent `index` of the run `nonce`.
+fn extension(nonce: u64, index: usize) -> String {
+    let start = nonce % 900_000;
+    let n = (start + index as u64) % 900_000 + 100_000;
+    n.to_string()
+}
+
+fn str_field(v: &Value, name: &str) -> anyhow::Result<String> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .with_context(|| format!("the answer has no string `{name}`: {v}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_are_six_digits_and_distinct_within_a_run() {
+        let n = run_nonce();
+        let all: std::collections::HashSet<String> = (0..1000).map(|i| extension(n, i)).collect();
+        assert_eq!(all.len(), 1000);
+        assert!(all.iter().all(|e| e.len() == 6));
+        assert_eq!(extension(899_999, 1), "100000");
+    }
+
+    #[test]
+    fn socket_urls_follow_the_scheme() {
+        assert_eq!(
+            ws_url("http://127.0.0.1:8080").unwrap(),
+            "ws://127.0.0.1:8080/ws"
+        );
+        assert_eq!(
+            ws_url(&base_url("https://gw.example/")).unwrap(),
+            "wss://gw.example/ws"
+        );
+        assert!(ws_url("ftp://x").is_err());
+    }
+}
