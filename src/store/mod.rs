@@ -104,13 +104,39 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-impl<T> Page<T> {
+/// An item of a newest-first list: where a page after it starts.
+pub trait Paged {
+    /// The item's position.
+    fn cursor(&self) -> Cursor;
+}
+
+macro_rules! paged_by {
+    ($($t:ty => $at:ident),* $(,)?) => {$(
+        impl Paged for $t {
+            fn cursor(&self) -> Cursor {
+                Cursor { at: self.$at.millis(), id: self.id.to_string() }
+            }
+        }
+    )*};
+}
+
+paged_by! {
+    Connector => created_at,
+    User => created_at,
+    Team => created_at,
+    Lead => created_at,
+    Opportunity => created_at,
+    Activity => created_at,
+    TelephonyLogRow => at,
+}
+
+impl<T: Paged> Page<T> {
     /// Builds a page from `limit + 1` fetched items.
-    pub fn from_fetched(mut items: Vec<T>, limit: u32, key: impl Fn(&T) -> Cursor) -> Self {
+    pub fn from_fetched(mut items: Vec<T>, limit: u32) -> Self {
         let limit = limit as usize;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|i| key(i).encode())
+            items.last().map(|i| i.cursor().encode())
         } else {
             None
         };

@@ -3,7 +3,7 @@
 //! lock up front: that is the per-key lock DESIGN.md asks for, at database scope.
 
 use super::{
-    ActivityFilter, Cursor, DisposeError, DispositionWrite, ExpiredPopup, LeadFilter, LeadWrite,
+    ActivityFilter, DisposeError, DispositionWrite, ExpiredPopup, LeadFilter, LeadWrite,
     NewConnector, OpportunityWrite, Page, PageRequest, PopupCall, PopupOutcome, PopupRecord,
     PopupState, StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow,
     UserWrite, VirtualNumber,
@@ -734,6 +734,25 @@ impl SqliteStore {
         })
     }
 
+    /// Runs a list query newest first after the page's cursor and builds the page.
+    async fn fetch_page<T: super::Paged>(
+        &self,
+        mut qb: QueryBuilder<Sqlite>,
+        page: &PageRequest,
+        (at_col, id_col): (&str, &str),
+        map: fn(&SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Page<T>> {
+        page_clause(&mut qb, page, at_col, id_col);
+        let items = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(map)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_fetched(items, page.limit))
+    }
+
     async fn write_guard(&self) -> OwnedMutexGuard<()> {
         self.write_lock.clone().lock_owned().await
     }
@@ -847,17 +866,9 @@ impl super::Store for SqliteStore {
     }
 
     async fn list_connectors(&self, page: &PageRequest) -> StoreResult<Page<Connector>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM connectors WHERE 1 = 1");
-        page_clause(&mut qb, page, "created_at", "id");
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        let items = rows
-            .iter()
-            .map(connector_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |c| Cursor {
-            at: c.created_at.millis(),
-            id: c.id.to_string(),
-        }))
+        let qb = QueryBuilder::<Sqlite>::new("SELECT * FROM connectors WHERE 1 = 1");
+        self.fetch_page(qb, page, ("created_at", "id"), connector_from_row)
+            .await
     }
 
     async fn get_connector(&self, id: ConnectorId) -> StoreResult<Option<Connector>> {
@@ -1061,10 +1072,7 @@ impl super::Store for SqliteStore {
                 items.push(t);
             }
         }
-        Ok(Page::from_fetched(items, page.limit, |t| Cursor {
-            at: t.created_at.millis(),
-            id: t.id.to_string(),
-        }))
+        Ok(Page::from_fetched(items, page.limit))
     }
 
     async fn get_team(&self, id: TeamId) -> StoreResult<Option<Team>> {
@@ -1098,19 +1106,9 @@ impl super::Store for SqliteStore {
     }
 
     async fn list_users(&self, page: &PageRequest) -> StoreResult<Page<User>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!("{USER_SELECT} WHERE 1 = 1"));
-        page_clause(&mut qb, page, "u.created_at", "u.id");
-        let items = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(user_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |u| Cursor {
-            at: u.created_at.millis(),
-            id: u.id.to_string(),
-        }))
+        let qb = QueryBuilder::<Sqlite>::new(format!("{USER_SELECT} WHERE 1 = 1"));
+        self.fetch_page(qb, page, ("u.created_at", "u.id"), user_from_row)
+            .await
     }
 
     async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
@@ -1235,18 +1233,8 @@ impl super::Store for SqliteStore {
                     .push(" ESCAPE '\\')");
             }
         }
-        page_clause(&mut qb, page, "l.created_at", "l.id");
-        let items = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(lead_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |l| Cursor {
-            at: l.created_at.millis(),
-            id: l.id.to_string(),
-        }))
+        self.fetch_page(qb, page, ("l.created_at", "l.id"), lead_from_row)
+            .await
     }
 
     async fn get_lead(&self, id: LeadId) -> StoreResult<Option<Lead>> {
@@ -1370,18 +1358,8 @@ impl super::Store for SqliteStore {
         if let Some(l) = lead {
             qb.push(" AND lead_id = ").push_bind(l.to_string());
         }
-        page_clause(&mut qb, page, "created_at", "id");
-        let items = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(opportunity_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |o| Cursor {
-            at: o.created_at.millis(),
-            id: o.id.to_string(),
-        }))
+        self.fetch_page(qb, page, ("created_at", "id"), opportunity_from_row)
+            .await
     }
 
     async fn get_opportunity(&self, id: OpportunityId) -> StoreResult<Option<Opportunity>> {
@@ -1442,18 +1420,8 @@ impl super::Store for SqliteStore {
         if let Some(s) = f.since {
             qb.push(" AND created_at >= ").push_bind(s.millis());
         }
-        page_clause(&mut qb, page, "created_at", "id");
-        let items = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(activity_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |a| Cursor {
-            at: a.created_at.millis(),
-            id: a.id.to_string(),
-        }))
+        self.fetch_page(qb, page, ("created_at", "id"), activity_from_row)
+            .await
     }
 
     async fn recent_calls(&self, lead: LeadId, limit: u32) -> StoreResult<Vec<Activity>> {
@@ -1824,17 +1792,6 @@ impl super::Store for SqliteStore {
         if let Some(u) = f.until {
             qb.push(" AND at < ").push_bind(u.millis());
         }
-        page_clause(&mut qb, page, "at", "id");
-        let items = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(log_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_fetched(items, page.limit, |r| Cursor {
-            at: r.at.millis(),
-            id: r.id.to_string(),
-        }))
+        self.fetch_page(qb, page, ("at", "id"), log_from_row).await
     }
 }
