@@ -49,11 +49,16 @@ impl App {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
+        let limiter = Arc::new(crate::service::ratelimit::RateLimiter::new(
+            settings.limits.provider_rate_per_sec,
+            settings.limits.provider_burst,
+        ));
         let state = AppState {
             store,
             hub: Arc::new(Hub::new()),
             settings: Arc::new(settings),
             keys: Arc::new(keys),
+            limiter,
             tlog,
             shutdown: Shutdown::new(),
         };

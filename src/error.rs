@@ -129,6 +129,8 @@ pub struct ProviderError {
     pub message: String,
     /// `Field`, spelled as the connector's format spells it.
     pub field: Option<String>,
+    /// Seconds for `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ProviderError {
@@ -139,6 +141,7 @@ impl ProviderError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -146,6 +149,17 @@ impl ProviderError {
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
+    }
+
+    /// 429 `RateLimited` with `Retry-After`.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RateLimited",
+            "Too many requests for this connector; retry later",
+        );
+        e.retry_after = Some(retry_after);
+        e
     }
 
     /// 503 `ServiceUnavailable`.
@@ -165,7 +179,12 @@ impl ProviderError {
 
 impl IntoResponse for ProviderError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let mut res = (self.status, axum::Json(self.body())).into_response();
+        if let Some(s) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        res
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::service::auth::Keys;
+use crate::service::ratelimit::RateLimiter;
 use crate::service::tlog::TelephonyLog;
 use crate::shutdown::Shutdown;
 use crate::store::DynStore;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// Telephony-log writer.
     pub tlog: TelephonyLog,
+    /// Provider request rate per connector.
+    pub limiter: Arc<RateLimiter>,
     /// Stop signal and task tracker.
     pub shutdown: Shutdown,
 }

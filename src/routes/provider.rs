@@ -203,6 +203,9 @@ async fn admit(state: &AppState, req: Request) -> (Result<Admitted, ProviderErro
     if !secrets_equal(connector.secret_key.expose_secret(), &secret) {
         return (Err(unauthorized()), draft);
     }
+    if let Err(wait) = state.limiter.check(connector.id) {
+        return (Err(ProviderError::rate_limited(wait)), draft);
+    }
     (Ok(Admitted { connector, body }), draft)
 }
 
@@ -241,7 +244,10 @@ fn finish(
         latency_us: i64::try_from(draft.started.elapsed().as_micros()).unwrap_or(i64::MAX),
         request: draft.request,
     });
-    (status, axum::Json(body)).into_response()
+    match error {
+        Some(e) => e.into_response(),
+        None => (status, axum::Json(body)).into_response(),
+    }
 }
 
 fn fields_of(

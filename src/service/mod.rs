@@ -7,4 +7,5 @@ pub mod auth;
 pub mod directory;
 pub mod disposition;
 pub mod popup;
+pub mod ratelimit;
 pub mod tlog;

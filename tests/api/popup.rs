@@ -305,3 +305,45 @@ async fn a_body_over_the_limit_is_413_in_the_envelope() {
     assert_eq!(out["ExceptionType"], "PayloadTooLarge");
     app.telephony_logs("outcome=rejected", 1).await;
 }
+
+#[tokio::test]
+async fn a_connector_over_its_rate_gets_429_with_retry_after() {
+    let app = spawn_app_with(|s| {
+        s.limits.provider_rate_per_sec = 1;
+        s.limits.provider_burst = 2;
+    })
+    .await;
+    let c = app.connector().await;
+    let other = app.create_connector(json!({"name": "Other"})).await;
+    let body = json!({"SourceNumber": "8611795988", "DestinationNumber": "555", "Direction": "Inbound", "CallSessionId": "c1"}).to_string();
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(app.post_popup(&c, &body).await.0);
+    }
+    let res = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/telephony/agent-popup?accessKey={}&secretKey={}",
+            c.access_key, c.secret_key
+        )))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        &statuses[..2],
+        &[422, 422],
+        "the burst passes (and fails validation)"
+    );
+    assert_eq!(res.status().as_u16(), 429);
+    assert!(res.headers().get("retry-after").is_some());
+    let out: Value = res.json().await.unwrap();
+    assert_eq!(out["ExceptionType"], "RateLimited");
+    assert_eq!(
+        app.post_popup(&other, &body).await.0,
+        422,
+        "other connectors are not limited"
+    );
+}

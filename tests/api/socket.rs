@@ -172,6 +172,8 @@ async fn a_socket_that_never_reads_is_closed_while_another_agent_still_receives_
     let app = spawn_app_with(|s| {
         s.ws.queue_capacity = 4;
         s.server.max_body_bytes = 1 << 20;
+        s.limits.provider_rate_per_sec = 1_000_000;
+        s.limits.provider_burst = 1_000_000;
     })
     .await;
     let c = app.connector().await;
