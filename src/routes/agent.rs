@@ -191,18 +191,12 @@ async fn run_socket(state: AppState, socket: WebSocket) {
         tx,
         closer: closer.clone(),
     };
-    // register before replaying, so nothing produced meanwhile is missed
-    state.hub.register(user.id, handle.clone());
-    if state.shutdown.is_draining() {
-        closer.close(close::GOING_AWAY);
-    }
     let writer = state.shutdown.spawn(run_writer(
         sink,
         rx,
         closer.clone(),
         Duration::from_secs(ws.heartbeat_secs),
     ));
-
     match greet(&state, &user, auth.since, &handle).await {
         Ok(()) => read_loop(&state, &user, &mut stream, &handle).await,
         Err(e) => {
@@ -215,6 +209,9 @@ async fn run_socket(state: AppState, socket: WebSocket) {
     let _ = writer.await;
 }
 
+/// Queues `ready` first, then registers the session, then replays: anything produced
+/// after `ready` was read is either live-sent to the registered session or found by the
+/// replay (a frame seen twice has the same `seq`, which clients ignore).
 async fn greet(
     state: &AppState,
     user: &User,
@@ -223,6 +220,10 @@ async fn greet(
 ) -> Result<(), crate::store::StoreError> {
     let (ready, seq) = agent_service::ready(state, user).await?;
     Hub::send_one(handle, ready.to_string().into());
+    state.hub.register(user.id, handle.clone());
+    if state.shutdown.is_draining() {
+        handle.closer.close(close::GOING_AWAY);
+    }
     for frame in popup::replay(state, user, since, seq).await? {
         Hub::send_one(handle, frame);
     }
