@@ -59,6 +59,7 @@ impl App {
             settings: Arc::new(settings),
             keys: Arc::new(keys),
             limiter,
+            metrics: crate::telemetry::install_metrics(),
             tlog,
             shutdown: Shutdown::new(),
         };
@@ -102,6 +103,18 @@ impl App {
             ..
         } = self;
         let shutdown = state.shutdown.clone();
+        if let Some(handle) = state.metrics.clone() {
+            let token = shutdown.token.clone();
+            shutdown.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        _ = tick.tick() => handle.run_upkeep(),
+                    }
+                }
+            });
+        }
         shutdown.spawn(crate::service::popup::run_expiry(
             state.clone(),
             Duration::from_secs(1),
@@ -185,6 +198,11 @@ async fn surface(State(state): State<AppState>, mut req: Request, next: Next) ->
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     req.extensions_mut()
         .insert(BodyLimit(state.settings.server.max_body_bytes));
     let limit = Duration::from_secs(state.settings.server.request_timeout_secs);
@@ -197,6 +215,11 @@ async fn surface(State(state): State<AppState>, mut req: Request, next: Next) ->
             Err(_) => ApiError::unavailable().into_response(),
         }
     };
-    tracing::info!(%method, path, status = res.status().as_u16(), latency_us = started.elapsed().as_micros() as u64, "request");
+    let status = res.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!("utc_http_requests_total", "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("utc_http_request_duration_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
+    tracing::info!(%method, path, status, latency_us = elapsed.as_micros() as u64, "request");
     res
 }

@@ -24,6 +24,8 @@ pub struct AppState {
     pub tlog: TelephonyLog,
     /// Provider request rate per connector.
     pub limiter: Arc<RateLimiter>,
+    /// Prometheus renderer (`None` when another recorder owns the process).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Stop signal and task tracker.
     pub shutdown: Shutdown,
 }

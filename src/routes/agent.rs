@@ -205,6 +205,9 @@ async fn run_socket(state: AppState, socket: WebSocket) {
         }
     }
     state.hub.unregister(user.id, handle.id);
+    if closer.code() != 0 {
+        metrics::counter!("utc_ws_closed_total", "code" => closer.code().to_string()).increment(1);
+    }
     closer.close(0);
     let _ = writer.await;
 }

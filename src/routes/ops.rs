@@ -12,8 +12,26 @@ use std::time::Duration;
 /// Ops routes.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/metrics", get(get_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+}
+
+/// SPEC 7 — `GET /metrics`: Prometheus text.
+async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    metrics::gauge!("utc_ws_sockets").set(state.hub.count() as f64);
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
 }
 
 /// SPEC 7 — `GET /healthz`: 200 while the process runs.

@@ -231,6 +231,8 @@ fn finish(
             (e.status, e.body(), outcome, Some(e))
         }
     };
+    metrics::counter!("utc_provider_requests_total", "endpoint" => endpoint.to_owned(), "outcome" => outcome)
+        .increment(1);
     state.tlog.record(TelephonyLogRow {
         id: TelephonyLogId::new(),
         at: draft.at,

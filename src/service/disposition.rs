@@ -99,6 +99,7 @@ pub async fn dispose(
         ],
     };
     let seqs = state.store.dispose(&write).await?;
+    metrics::counter!("utc_dispositions_total").increment(1);
     for ((kind, payload), seq) in [("disposition_saved", &saved), ("popup_closed", &closed)]
         .into_iter()
         .zip(seqs)

@@ -152,6 +152,7 @@ pub async fn show(
     e: CallEvent,
 ) -> Result<PopupAnswer, PopupError> {
     if !connector.settings.popup.enabled {
+        metrics::counter!("utc_popups_total", "result" => "disabled").increment(1);
         return Ok(PopupAnswer {
             id: None,
             lead_id: None,
@@ -195,6 +196,12 @@ pub async fn show(
         tag,
     };
     let (record, outcome) = state.store.upsert_popup(PopupId::new(), &call).await?;
+    let result = match outcome {
+        PopupOutcome::Created => "created",
+        PopupOutcome::Updated => "updated",
+        PopupOutcome::Closed => "closed",
+    };
+    metrics::counter!("utc_popups_total", "result" => result).increment(1);
     if outcome == PopupOutcome::Closed {
         return Ok(PopupAnswer {
             id: Some(record.id),
@@ -221,6 +228,7 @@ pub async fn show(
         agent.id,
         &protocol::event(kind, record.seq, &json!({ "popup": body })),
     );
+    metrics::counter!("utc_popup_frames_total").increment(delivered as u64);
     if delivered > 0 && record.state == PopupState::Queued {
         state.store.mark_delivered(&[record.id]).await?;
     }

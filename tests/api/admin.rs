@@ -259,3 +259,32 @@ async fn shutdown_closes_sockets_with_1001_and_readiness_fails() {
     assert_eq!(tab.expect_close().await, Some(1001));
     app.handle.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_without_ids_or_keys() {
+    let app = spawn_app().await;
+    let c = app.connector().await;
+    let (user, _) = app.agent("asha@example.com", &["101"]).await;
+    let answer = app.popup(&c, "8611795988", "101", "metrics-call").await;
+
+    let res = app.client.get(app.url("/metrics")).send().await.unwrap();
+
+    assert_eq!(res.status().as_u16(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("utc_provider_requests_total"), "{text}");
+    assert!(text.contains("utc_popups_total"), "{text}");
+    assert!(
+        text.contains("route=\"/api/v1/users/{id}/tokens\""),
+        "{text}"
+    );
+    for secret in [
+        c.id.as_str(),
+        c.access_key.as_str(),
+        c.secret_key.as_str(),
+        user.as_str(),
+        answer["Id"].as_str().unwrap(),
+        "8611795988",
+    ] {
+        assert!(!text.contains(secret), "metrics reveal {secret}");
+    }
+}
