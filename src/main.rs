@@ -8,12 +8,22 @@ use utc_gateway::cli::{Cli, Command};
 use utc_gateway::config::Settings;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let settings = Settings::load(cli.config.as_deref())?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
-        Command::Token { user } => token(settings, &user).await,
+    let result = match Settings::load(cli.config.as_deref()) {
+        Err(e) => Err(e),
+        Ok(settings) => match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Token { user } => token(settings, &user).await,
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // the whole chain of causes, one line, no backtrace
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
