@@ -1,8 +1,10 @@
 //! Calls as the business sees them, whatever provider format they came in:
-//! [`CallEvent`] is an agent-popup notification.
+//! [`CallEvent`] is an agent-popup notification, [`CallLog`] the record of a call that
+//! ended; both name the call's parties with a [`CallParty`].
 
 use super::ids::{LeadId, OpportunityId, UserId};
 use super::phone::{AgentNumber, PhoneNumber};
+use super::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -83,13 +85,11 @@ impl fmt::Display for FieldError {
 
 impl std::error::Error for FieldError {}
 
-/// An agent-popup notification: a call ringing (or placed) now.
+/// Who a call is between, as the provider named them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CallEvent {
+pub struct CallParty {
     /// Which way the call goes.
     pub direction: Direction,
-    /// The provider's id of the call.
-    pub call_session_id: String,
     /// The customer's number, when sent.
     pub lead_number: Option<PhoneNumber>,
     /// The agent's number or extension, when sent.
@@ -112,4 +112,123 @@ pub struct CallEvent {
     pub lead_number_field: &'static str,
     /// How the provider format names the agent-side number field (for errors).
     pub agent_number_field: &'static str,
+}
+
+/// An agent-popup notification: a call ringing (or placed) now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Who the call is between.
+    pub party: CallParty,
+    /// The provider's id of the call.
+    pub call_session_id: String,
+}
+
+impl std::ops::Deref for CallEvent {
+    type Target = CallParty;
+    fn deref(&self) -> &CallParty {
+        &self.party
+    }
+}
+
+/// How a call ended (SPEC 2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// Talked.
+    Answered,
+    /// Not picked up.
+    Missed,
+    /// Went to voicemail.
+    Voicemail,
+    /// Line busy.
+    Busy,
+    /// Rejected.
+    Declined,
+    /// Hung up before an answer.
+    Cancelled,
+}
+
+impl CallStatus {
+    /// Reads a provider status, case-insensitive and trimmed (`No Answer`, `NotAnswered`
+    /// and `Missed` are all missed; `Canceled` and `Cancelled` both cancelled).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let key: String = raw.trim().chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+        Some(match key.as_str() {
+            "answered" => Self::Answered,
+            "missed" | "notanswered" | "noanswer" => Self::Missed,
+            "voicemail" => Self::Voicemail,
+            "busy" => Self::Busy,
+            "declined" => Self::Declined,
+            "cancelled" | "canceled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Answered => "answered",
+            Self::Missed => "missed",
+            Self::Voicemail => "voicemail",
+            Self::Busy => "busy",
+            Self::Declined => "declined",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The record of a call that ended (SPEC 2.2).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallLog {
+    /// Who the call was between.
+    pub party: CallParty,
+    /// The provider's id of the call; without one the log is never deduplicated.
+    pub call_session_id: Option<String>,
+    /// Start.
+    pub started_at: Timestamp,
+    /// End (not before the start).
+    pub ended_at: Timestamp,
+    /// Talk time in seconds.
+    pub duration_secs: i64,
+    /// How it ended.
+    pub status: CallStatus,
+    /// The provider's notes.
+    pub notes: Option<String>,
+    /// Where the recording is.
+    pub recording_url: Option<String>,
+    /// Fields with no column of their own (caller details, unknown fields), by the
+    /// name received.
+    pub extras: serde_json::Map<String, serde_json::Value>,
+}
+
+impl std::ops::Deref for CallLog {
+    type Target = CallParty;
+    fn deref(&self) -> &CallParty {
+        &self.party
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_spec_mapping() {
+        let cases = [
+            ("Answered", Some(CallStatus::Answered)),
+            (" missed ", Some(CallStatus::Missed)),
+            ("NotAnswered", Some(CallStatus::Missed)),
+            ("No Answer", Some(CallStatus::Missed)),
+            ("VOICEMAIL", Some(CallStatus::Voicemail)),
+            ("Busy", Some(CallStatus::Busy)),
+            ("declined", Some(CallStatus::Declined)),
+            ("Canceled", Some(CallStatus::Cancelled)),
+            ("Cancelled", Some(CallStatus::Cancelled)),
+            ("Dropped", None),
+            ("", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(CallStatus::parse(raw), want, "{raw}");
+        }
+    }
 }

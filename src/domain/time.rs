@@ -52,6 +52,49 @@ impl Timestamp {
     }
 }
 
+/// Why a provider time was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderTimeError {
+    /// Not `YYYY-MM-DD HH:MM:SS[.fraction]` with an optional offset.
+    #[error("must be YYYY-MM-DD HH:MM:SS in the connector's time zone, or with an offset")]
+    Format,
+    /// A local time that does not exist (a DST gap).
+    #[error("this local time does not exist in the connector's time zone")]
+    Gap,
+}
+
+impl Timestamp {
+    /// Reads a provider time (SPEC 2.2): `YYYY-MM-DD HH:MM:SS[.fraction]` in `tz`, or the
+    /// same with `T` or a space followed by an offset (`Z`, `+05:30`). An ambiguous local
+    /// time takes the earlier instant.
+    ///
+    /// # Errors
+    /// [`ProviderTimeError`].
+    pub fn parse_provider(raw: &str, tz: chrono_tz::Tz) -> Result<Self, ProviderTimeError> {
+        use chrono::{LocalResult, NaiveDateTime, TimeZone};
+        let raw = raw.trim();
+        if raw.len() < 19 || !raw.is_char_boundary(10) || !raw.is_char_boundary(11) {
+            return Err(ProviderTimeError::Format);
+        }
+        let (date, rest) = raw.split_at(10);
+        let rest = rest.strip_prefix(['T', ' ']).ok_or(ProviderTimeError::Format)?;
+        let clock_end = rest.find(|c: char| c == 'Z' || c == 'z' || c == '+' || c == '-').unwrap_or(rest.len());
+        let (clock, offset) = rest.split_at(clock_end);
+        let naive = NaiveDateTime::parse_from_str(&format!("{date}T{clock}"), "%Y-%m-%dT%H:%M:%S%.f")
+            .map_err(|_| ProviderTimeError::Format)?;
+        if offset.is_empty() {
+            return match tz.from_local_datetime(&naive) {
+                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Ok(Self(t.timestamp_millis())),
+                LocalResult::None => Err(ProviderTimeError::Gap),
+            };
+        }
+        let offset = if offset.eq_ignore_ascii_case("z") { "+00:00" } else { offset };
+        DateTime::parse_from_rfc3339(&format!("{date}T{clock}{offset}"))
+            .map(|t| Self(t.timestamp_millis()))
+            .map_err(|_| ProviderTimeError::Format)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
@@ -75,6 +118,28 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_times_read_in_the_connector_zone_or_with_their_offset() {
+        let kolkata: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+        let new_york: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        let ok = [
+            ("2017-07-08 00:26:38", kolkata, "2017-07-07T18:56:38.000Z"),
+            ("2017-07-08T00:26:38.5", kolkata, "2017-07-07T18:56:38.500Z"),
+            ("2016-09-27 03:49:44.391601+00:00", kolkata, "2016-09-27T03:49:44.391Z"),
+            ("2017-07-07T18:26:38Z", new_york, "2017-07-07T18:26:38.000Z"),
+            ("2017-07-08 00:26:38+05:30", new_york, "2017-07-07T18:56:38.000Z"),
+            // ambiguous (clocks go back): the earlier instant
+            ("2024-11-03 01:30:00", new_york, "2024-11-03T05:30:00.000Z"),
+        ];
+        for (raw, tz, want) in ok {
+            assert_eq!(Timestamp::parse_provider(raw, tz).unwrap().to_rfc3339(), want, "{raw}");
+        }
+        assert_eq!(Timestamp::parse_provider("2024-03-10 02:30:00", new_york), Err(ProviderTimeError::Gap));
+        for bad in ["", "yesterday", "2017-07-08", "2017-13-08 00:26:38", "2017-07-08 00:26", "2017-07-08 00:26:38+5"] {
+            assert_eq!(Timestamp::parse_provider(bad, kolkata), Err(ProviderTimeError::Format), "{bad}");
+        }
+    }
 
     #[test]
     fn timestamps_show_as_utc_with_z() {

@@ -3,6 +3,7 @@
 //! spec spells them. Only `domain/` is imported here.
 
 pub mod generic;
+pub mod super_receptionist;
 
 use crate::domain::call::FieldError;
 use serde_json::{Map, Value};
@@ -52,6 +53,26 @@ impl Fields {
             .map(|(k, v)| (k, Value::String(v)))
             .collect();
         Self::from_object(map, canonical)
+    }
+
+    /// Sets a field (replacing one of the same name in any case).
+    pub fn insert(&mut self, name: &str, value: Value) {
+        self.by_lower.insert(name.to_ascii_lowercase(), (name.to_owned(), value));
+    }
+
+    /// Removes a field; returns its value.
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        self.by_lower.remove(&name.to_ascii_lowercase()).map(|(_, v)| v)
+    }
+
+    /// Whether a field is present with a non-empty value.
+    pub fn has(&self, name: &str) -> bool {
+        matches!(self.text(name), Ok(Some(_)))
+    }
+
+    /// Every field with its received name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.by_lower.values().map(|(k, v)| (k.as_str(), v))
     }
 
     /// The raw value of a field.

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod call_log;
 pub mod directory;
 pub mod disposition;
 pub mod popup;

@@ -2,7 +2,7 @@
 //! connector + call session + agent), push it to every socket of the agent, replay
 //! what a reconnecting socket missed, and expire popups nobody closed.
 
-use crate::domain::call::CallEvent;
+use crate::domain::call::{CallEvent, CallParty};
 use crate::domain::connector::Connector;
 use crate::domain::ids::{LeadId, PopupId, UserId};
 use crate::domain::lead::{Lead, LeadField};
@@ -97,6 +97,19 @@ async fn resolve_agent(
     }
 }
 
+/// The tag of a call: the tag of the connector's virtual number equal to
+/// `DisplayNumber`, else the request's `Tag`.
+///
+/// # Errors
+/// Store failures.
+pub async fn tag_of(state: &AppState, connector: &Connector, e: &CallParty) -> Result<Option<String>, StoreError> {
+    let vn = match &e.display_number {
+        Some(n) => state.store.virtual_number(n).await?.filter(|v| v.connector_id == connector.id),
+        None => None,
+    };
+    Ok(vn.and_then(|v| v.tag).or_else(|| e.tag.clone()))
+}
+
 /// Resolves the lead of a call: `LeadId`, else every lead holding the number (the most
 /// recently updated first, the others as candidates), else a new lead. Shared by popups
 /// and call logs. Returns the lead, the candidates and whether it was created.
@@ -106,7 +119,7 @@ async fn resolve_agent(
 pub async fn resolve_lead(
     state: &AppState,
     connector: &Connector,
-    e: &CallEvent,
+    e: &CallParty,
     owner: Option<UserId>,
     tag: Option<&str>,
 ) -> Result<(Lead, Vec<Lead>, bool), PopupError> {
@@ -167,20 +180,9 @@ pub async fn show(
     {
         return Err(PopupError::OpportunityNotFound);
     }
-    let vn = match &e.display_number {
-        Some(n) => state
-            .store
-            .virtual_number(n)
-            .await?
-            .filter(|v| v.connector_id == connector.id),
-        None => None,
-    };
-    let tag = vn
-        .as_ref()
-        .and_then(|v| v.tag.clone())
-        .or_else(|| e.tag.clone());
+    let tag = tag_of(state, connector, &e.party).await?;
     let (lead, candidates, created) =
-        resolve_lead(state, connector, &e, Some(agent.id), tag.as_deref()).await?;
+        resolve_lead(state, connector, &e.party, Some(agent.id), tag.as_deref()).await?;
     let call = PopupCall {
         connector_id: connector.id,
         call_session_id: e.call_session_id.clone(),

@@ -11,7 +11,7 @@ use crate::domain::ids::{
     ActivityId, ConnectorId, LeadId, OpportunityId, PopupId, TeamId, TelephonyLogId, UserId,
     VirtualNumberId,
 };
-use crate::domain::lead::{Activity, Lead, Opportunity, OpportunityStatus};
+use crate::domain::lead::{Activity, ActivityKind, Lead, Opportunity, OpportunityStatus};
 use crate::domain::phone::{AgentNumber, PhoneNumber};
 use crate::domain::time::Timestamp;
 use crate::domain::user::{Role, Team, User};
@@ -438,6 +438,54 @@ pub enum DisposeError {
     Store(#[from] StoreError),
 }
 
+/// A call activity to insert, or to merge into the one of the same connector + call
+/// session (SPEC 2.2).
+#[derive(Clone, Debug)]
+pub struct CallActivityWrite {
+    /// Used when a new activity is created.
+    pub new_id: ActivityId,
+    /// `inbound_call` or `outbound_call` (kept on a repeat).
+    pub kind: ActivityKind,
+    /// The lead (kept on a repeat).
+    pub lead_id: LeadId,
+    /// The opportunity.
+    pub opportunity_id: Option<OpportunityId>,
+    /// The agent.
+    pub user_id: Option<UserId>,
+    /// The connector.
+    pub connector_id: ConnectorId,
+    /// The provider's call id; `None` is never deduplicated.
+    pub call_session_id: Option<String>,
+    /// Call status.
+    pub status: String,
+    /// Start.
+    pub started_at: Timestamp,
+    /// End.
+    pub ended_at: Timestamp,
+    /// Talk time.
+    pub duration_secs: i64,
+    /// Recording.
+    pub recording_url: Option<String>,
+    /// Notes.
+    pub notes: Option<String>,
+    /// Everything else (merged key by key on a repeat).
+    pub data: serde_json::Value,
+}
+
+/// Who hears of a logged call, with their popup for it if any.
+pub type Recipients = [(UserId, Option<PopupId>)];
+
+/// An event appended for one user.
+#[derive(Clone, Debug)]
+pub struct UserEvent {
+    /// The user.
+    pub user_id: UserId,
+    /// Its `seq`.
+    pub seq: i64,
+    /// The frame body.
+    pub payload: serde_json::Value,
+}
+
 /// A popup closed by expiry.
 #[derive(Clone, Debug)]
 pub struct ExpiredPopup {
@@ -665,6 +713,19 @@ pub trait Store: Send + Sync {
         open_before: Timestamp,
         payload: &(dyn Fn(PopupId) -> serde_json::Value + Send + Sync),
     ) -> StoreResult<Vec<ExpiredPopup>>;
+    /// Every popup of this connector + call session (one per agent), newest first.
+    async fn popups_for_session(&self, connector: ConnectorId, call_session_id: &str) -> StoreResult<Vec<PopupRecord>>;
+    /// Inserts a call activity, or merges it into the existing one of the same connector
+    /// + call session (it keeps that one's lead, connector and kind, overwrites the
+    /// columns given a non-empty value and merges `data`), and appends one
+    /// `call_logged` event per recipient with `payload(popup, activity)`. Returns the
+    /// activity, whether it already existed, and the events.
+    async fn log_call(
+        &self,
+        w: &CallActivityWrite,
+        recipients: &Recipients,
+        payload: &(dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync),
+    ) -> StoreResult<(Activity, bool, Vec<UserEvent>)>;
     /// Drops events older than `before` whose popup is not open.
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64>;
 

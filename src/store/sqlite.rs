@@ -5,7 +5,7 @@
 use super::{
     ActivityFilter, DisposeError, DispositionWrite, ExpiredPopup, LeadFilter, LeadWrite,
     NewConnector, OpportunityWrite, Page, PageRequest, PopupCall, PopupOutcome, PopupRecord,
-    PopupState, StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow,
+    PopupState, Recipients, StoreError, StoreResult, StoredEvent, UserEvent, CallActivityWrite, TelephonyLogFilter, TelephonyLogRow,
     UserWrite, VirtualNumber,
 };
 use crate::domain::call::Direction;
@@ -1730,6 +1730,71 @@ impl super::Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    async fn popups_for_session(&self, connector: ConnectorId, call_session_id: &str) -> StoreResult<Vec<PopupRecord>> {
+        sqlx::query("SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? ORDER BY updated_at DESC, id")
+            .bind(connector.to_string())
+            .bind(call_session_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(popup_from_row)
+            .collect()
+    }
+
+    async fn log_call(
+        &self,
+        w: &CallActivityWrite,
+        recipients: &Recipients,
+        payload: &(dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync),
+    ) -> StoreResult<(Activity, bool, Vec<UserEvent>)> {
+        let now = Timestamp::now();
+        let mut tx = self.immediate().await?;
+        let id: String = sqlx::query_scalar(
+            "INSERT INTO activities (id, kind, lead_id, opportunity_id, user_id, connector_id, call_session_id, \
+               status, started_at, ended_at, duration_secs, recording_url, notes, data, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (connector_id, call_session_id) \
+               WHERE kind IN ('inbound_call', 'outbound_call') AND call_session_id IS NOT NULL \
+             DO UPDATE SET \
+               opportunity_id = COALESCE(excluded.opportunity_id, activities.opportunity_id), \
+               user_id = COALESCE(excluded.user_id, activities.user_id), \
+               status = excluded.status, started_at = excluded.started_at, ended_at = excluded.ended_at, \
+               duration_secs = excluded.duration_secs, \
+               recording_url = COALESCE(excluded.recording_url, activities.recording_url), \
+               notes = COALESCE(excluded.notes, activities.notes), \
+               data = json_patch(activities.data, excluded.data) \
+             RETURNING id",
+        )
+        .bind(w.new_id.to_string())
+        .bind(w.kind.as_str())
+        .bind(w.lead_id.to_string())
+        .bind(w.opportunity_id.map(|o| o.to_string()))
+        .bind(w.user_id.map(|u| u.to_string()))
+        .bind(w.connector_id.to_string())
+        .bind(w.call_session_id.as_deref())
+        .bind(&w.status)
+        .bind(w.started_at.millis())
+        .bind(w.ended_at.millis())
+        .bind(w.duration_secs)
+        .bind(w.recording_url.as_deref())
+        .bind(w.notes.as_deref())
+        .bind(to_json(&w.data))
+        .bind(now.millis())
+        .fetch_one(&mut *tx)
+        .await?;
+        let duplicate = id != w.new_id.to_string();
+        let row = sqlx::query("SELECT * FROM activities WHERE id = ?").bind(&id).fetch_one(&mut *tx).await?;
+        let activity = activity_from_row(&row)?;
+        let mut events = Vec::with_capacity(recipients.len());
+        for (user, popup) in recipients {
+            let body = payload(*popup, &activity);
+            let seq = append_event(&mut tx, *user, "call_logged", *popup, Some(&body), now).await?;
+            events.push(UserEvent { user_id: *user, seq, payload: body });
+        }
+        tx.commit().await?;
+        Ok((activity, duplicate, events))
     }
 
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64> {
