@@ -152,7 +152,12 @@ impl CallStatus {
     /// Reads a provider status, case-insensitive and trimmed (`No Answer`, `NotAnswered`
     /// and `Missed` are all missed; `Canceled` and `Cancelled` both cancelled).
     pub fn parse(raw: &str) -> Option<Self> {
-        let key: String = raw.trim().chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+        let key: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_lowercase();
         Some(match key.as_str() {
             "answered" => Self::Answered,
             "missed" | "notanswered" | "noanswer" => Self::Missed,

@@ -77,18 +77,29 @@ impl Timestamp {
             return Err(ProviderTimeError::Format);
         }
         let (date, rest) = raw.split_at(10);
-        let rest = rest.strip_prefix(['T', ' ']).ok_or(ProviderTimeError::Format)?;
-        let clock_end = rest.find(|c: char| c == 'Z' || c == 'z' || c == '+' || c == '-').unwrap_or(rest.len());
+        let rest = rest
+            .strip_prefix(['T', ' '])
+            .ok_or(ProviderTimeError::Format)?;
+        let clock_end = rest
+            .find(|c: char| c == 'Z' || c == 'z' || c == '+' || c == '-')
+            .unwrap_or(rest.len());
         let (clock, offset) = rest.split_at(clock_end);
-        let naive = NaiveDateTime::parse_from_str(&format!("{date}T{clock}"), "%Y-%m-%dT%H:%M:%S%.f")
-            .map_err(|_| ProviderTimeError::Format)?;
+        let naive =
+            NaiveDateTime::parse_from_str(&format!("{date}T{clock}"), "%Y-%m-%dT%H:%M:%S%.f")
+                .map_err(|_| ProviderTimeError::Format)?;
         if offset.is_empty() {
             return match tz.from_local_datetime(&naive) {
-                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Ok(Self(t.timestamp_millis())),
+                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
+                    Ok(Self(t.timestamp_millis()))
+                }
                 LocalResult::None => Err(ProviderTimeError::Gap),
             };
         }
-        let offset = if offset.eq_ignore_ascii_case("z") { "+00:00" } else { offset };
+        let offset = if offset.eq_ignore_ascii_case("z") {
+            "+00:00"
+        } else {
+            offset
+        };
         DateTime::parse_from_rfc3339(&format!("{date}T{clock}{offset}"))
             .map(|t| Self(t.timestamp_millis()))
             .map_err(|_| ProviderTimeError::Format)
@@ -126,18 +137,44 @@ mod tests {
         let ok = [
             ("2017-07-08 00:26:38", kolkata, "2017-07-07T18:56:38.000Z"),
             ("2017-07-08T00:26:38.5", kolkata, "2017-07-07T18:56:38.500Z"),
-            ("2016-09-27 03:49:44.391601+00:00", kolkata, "2016-09-27T03:49:44.391Z"),
+            (
+                "2016-09-27 03:49:44.391601+00:00",
+                kolkata,
+                "2016-09-27T03:49:44.391Z",
+            ),
             ("2017-07-07T18:26:38Z", new_york, "2017-07-07T18:26:38.000Z"),
-            ("2017-07-08 00:26:38+05:30", new_york, "2017-07-07T18:56:38.000Z"),
+            (
+                "2017-07-08 00:26:38+05:30",
+                new_york,
+                "2017-07-07T18:56:38.000Z",
+            ),
             // ambiguous (clocks go back): the earlier instant
             ("2024-11-03 01:30:00", new_york, "2024-11-03T05:30:00.000Z"),
         ];
         for (raw, tz, want) in ok {
-            assert_eq!(Timestamp::parse_provider(raw, tz).unwrap().to_rfc3339(), want, "{raw}");
+            assert_eq!(
+                Timestamp::parse_provider(raw, tz).unwrap().to_rfc3339(),
+                want,
+                "{raw}"
+            );
         }
-        assert_eq!(Timestamp::parse_provider("2024-03-10 02:30:00", new_york), Err(ProviderTimeError::Gap));
-        for bad in ["", "yesterday", "2017-07-08", "2017-13-08 00:26:38", "2017-07-08 00:26", "2017-07-08 00:26:38+5"] {
-            assert_eq!(Timestamp::parse_provider(bad, kolkata), Err(ProviderTimeError::Format), "{bad}");
+        assert_eq!(
+            Timestamp::parse_provider("2024-03-10 02:30:00", new_york),
+            Err(ProviderTimeError::Gap)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2017-07-08",
+            "2017-13-08 00:26:38",
+            "2017-07-08 00:26",
+            "2017-07-08 00:26:38+5",
+        ] {
+            assert_eq!(
+                Timestamp::parse_provider(bad, kolkata),
+                Err(ProviderTimeError::Format),
+                "{bad}"
+            );
         }
     }
 

@@ -84,7 +84,12 @@ pub const LOG_FIELDS: &[&str] = &[
 
 /// The spec spelling of a lowercased call-log field name.
 pub fn canonical_log(lower: &str) -> Option<&'static str> {
-    canonical(lower).or_else(|| LOG_FIELDS.iter().copied().find(|f| f.eq_ignore_ascii_case(lower)))
+    canonical(lower).or_else(|| {
+        LOG_FIELDS
+            .iter()
+            .copied()
+            .find(|f| f.eq_ignore_ascii_case(lower))
+    })
 }
 
 /// Reads who a call is between. The lead-side number is mandatory unless `LeadId` is
@@ -92,7 +97,11 @@ pub fn canonical_log(lower: &str) -> Option<&'static str> {
 ///
 /// # Errors
 /// The first missing or invalid field.
-pub fn parse_party(f: &Fields, country: Country, agent_required: bool) -> Result<CallParty, FieldError> {
+pub fn parse_party(
+    f: &Fields,
+    country: Country,
+    agent_required: bool,
+) -> Result<CallParty, FieldError> {
     let direction_raw = f.required("Direction")?;
     let direction = Direction::parse(&direction_raw)
         .ok_or_else(|| FieldError::invalid("Direction", "must be Inbound or Outbound"))?;
@@ -123,7 +132,9 @@ pub fn parse_party(f: &Fields, country: Country, agent_required: bool) -> Result
         user_id,
         opportunity_id,
         tag: f.text("Tag")?,
-        caller_source: f.text("CallerSource")?.map(|s| s.chars().take(50).collect()),
+        caller_source: f
+            .text("CallerSource")?
+            .map(|s| s.chars().take(50).collect()),
         caller_name: f.text("CallerName")?,
         lead_number_field: lead_field,
         agent_number_field: agent_field,
@@ -138,7 +149,10 @@ pub fn parse_popup(f: &Fields, country: Country) -> Result<CallEvent, FieldError
     f.required("Direction")?;
     let call_session_id = f.required("CallSessionId")?;
     let party = parse_party(f, country, true)?;
-    Ok(CallEvent { party, call_session_id })
+    Ok(CallEvent {
+        party,
+        call_session_id,
+    })
 }
 
 /// Reads a call-log body (SPEC 2.2); times without an offset are read in `tz`.
@@ -156,9 +170,11 @@ pub fn parse_call_log(f: &Fields, country: Country, tz: Tz) -> Result<CallLog, F
     };
     let started_at = time("StartTime")?;
     let ended_at = time("EndTime")?;
-    let duration_secs = duration(f, "CallDuration")?.ok_or_else(|| FieldError::missing("CallDuration"))?;
+    let duration_secs =
+        duration(f, "CallDuration")?.ok_or_else(|| FieldError::missing("CallDuration"))?;
     let status_raw = f.required("Status")?;
-    let status = CallStatus::parse(&status_raw).ok_or_else(|| FieldError::invalid("Status", "is not a known call status"))?;
+    let status = CallStatus::parse(&status_raw)
+        .ok_or_else(|| FieldError::invalid("Status", "is not a known call status"))?;
     if ended_at < started_at {
         return Err(FieldError::invalid("EndTime", "is before StartTime"));
     }
@@ -192,7 +208,11 @@ pub fn duration(f: &Fields, name: &str) -> Result<Option<i64>, FieldError> {
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => {
             let t = s.trim();
-            if t.bytes().all(|b| b.is_ascii_digit()) { t.parse().map(Some).map_err(|_| bad()) } else { Err(bad()) }
+            if t.bytes().all(|b| b.is_ascii_digit()) {
+                t.parse().map(Some).map_err(|_| bad())
+            } else {
+                Err(bad())
+            }
         }
         Some(_) => Err(bad()),
     }

@@ -57,12 +57,15 @@ impl Fields {
 
     /// Sets a field (replacing one of the same name in any case).
     pub fn insert(&mut self, name: &str, value: Value) {
-        self.by_lower.insert(name.to_ascii_lowercase(), (name.to_owned(), value));
+        self.by_lower
+            .insert(name.to_ascii_lowercase(), (name.to_owned(), value));
     }
 
     /// Removes a field; returns its value.
     pub fn remove(&mut self, name: &str) -> Option<Value> {
-        self.by_lower.remove(&name.to_ascii_lowercase()).map(|(_, v)| v)
+        self.by_lower
+            .remove(&name.to_ascii_lowercase())
+            .map(|(_, v)| v)
     }
 
     /// Whether a field is present with a non-empty value.

@@ -27,7 +27,11 @@ pub const SR_FIELDS: &[&str] = &[
 
 /// The spelling of a lowercased field name (SR or generic).
 pub fn canonical(lower: &str) -> Option<&'static str> {
-    SR_FIELDS.iter().copied().find(|f| *f == lower).or_else(|| generic::canonical_log(lower))
+    SR_FIELDS
+        .iter()
+        .copied()
+        .find(|f| *f == lower)
+        .or_else(|| generic::canonical_log(lower))
 }
 
 /// Which generic field took its value from which SR field.
@@ -35,7 +39,11 @@ type Renames = Vec<(&'static str, &'static str)>;
 
 fn rename(e: FieldError, renames: &Renames) -> FieldError {
     match renames.iter().find(|(generic, _)| *generic == e.field) {
-        Some((generic, sr)) => FieldError { message: e.message.replacen(generic, sr, 1), field: (*sr).to_owned(), ..e },
+        Some((generic, sr)) => FieldError {
+            message: e.message.replacen(generic, sr, 1),
+            field: (*sr).to_owned(),
+            ..e
+        },
         None => e,
     }
 }
@@ -54,7 +62,12 @@ fn take(f: &mut Fields, renames: &mut Renames, sr: &'static str, generic: &'stat
 
 /// Translates SR fields into generic ones; `for_log` adds the call-log rules (a missing
 /// `end_time` is `start_time` + `call_duration`; `Status` from the duration).
-fn translate(mut f: Fields, country: Country, tz: Tz, for_log: bool) -> Result<(Fields, Renames), FieldError> {
+fn translate(
+    mut f: Fields,
+    country: Country,
+    tz: Tz,
+    for_log: bool,
+) -> Result<(Fields, Renames), FieldError> {
     let mut renames = Renames::new();
     if !f.has("Direction") {
         renames.push(("Direction", "call_type"));
@@ -62,12 +75,19 @@ fn translate(mut f: Fields, country: Country, tz: Tz, for_log: bool) -> Result<(
             None => return Err(FieldError::missing("call_type")),
             Some(t) if t.eq_ignore_ascii_case("incoming") => "Inbound",
             Some(t) if t.eq_ignore_ascii_case("outgoing") => "Outbound",
-            Some(_) => return Err(FieldError::invalid("call_type", "must be incoming or outgoing")),
+            Some(_) => {
+                return Err(FieldError::invalid(
+                    "call_type",
+                    "must be incoming or outgoing",
+                ));
+            }
         };
         f.insert("Direction", Value::from(direction));
     }
     f.remove("call_type");
-    let inbound = f.text("Direction")?.is_some_and(|d| d.eq_ignore_ascii_case("inbound"));
+    let inbound = f
+        .text("Direction")?
+        .is_some_and(|d| d.eq_ignore_ascii_case("inbound"));
     let (lead_side, agent_side) = if inbound {
         ("SourceNumber", "DestinationNumber")
     } else {
@@ -77,7 +97,10 @@ fn translate(mut f: Fields, country: Country, tz: Tz, for_log: bool) -> Result<(
     if f.has("agent_number") {
         take(&mut f, &mut renames, "agent_number", agent_side);
         f.remove("destination");
-    } else if f.text("destination")?.is_some_and(|d| AgentNumber::parse(&d, country).is_ok()) {
+    } else if f
+        .text("destination")?
+        .is_some_and(|d| AgentNumber::parse(&d, country).is_ok())
+    {
         take(&mut f, &mut renames, "destination", agent_side);
     }
     take(&mut f, &mut renames, "dispnumber", "DisplayNumber");
@@ -97,8 +120,14 @@ fn translate(mut f: Fields, country: Country, tz: Tz, for_log: bool) -> Result<(
         take(&mut f, &mut renames, "end_time", "EndTime");
         take(&mut f, &mut renames, "resource_url", "ResourceURL");
         if !f.has("Status") {
-            let answered = generic::duration(&f, "CallDuration").ok().flatten().is_some_and(|d| d > 0);
-            f.insert("Status", Value::from(if answered { "Answered" } else { "Missed" }));
+            let answered = generic::duration(&f, "CallDuration")
+                .ok()
+                .flatten()
+                .is_some_and(|d| d > 0);
+            f.insert(
+                "Status",
+                Value::from(if answered { "Answered" } else { "Missed" }),
+            );
         }
     }
     Ok((f, renames))
@@ -139,9 +168,11 @@ mod tests {
 
     #[test]
     fn an_sr_log_reads_like_the_generic_one() {
-        let sr = fields(json!({"caller_id": "+918611795988", "agent_number": "101", "dispnumber": "+918069000000",
+        let sr = fields(
+            json!({"caller_id": "+918611795988", "agent_number": "101", "dispnumber": "+918069000000",
             "callid": "k-1", "call_type": "Incoming", "start_time": "2016-09-27 03:49:44.391601+00:00",
-            "call_duration": "30", "resource_url": "https://rec/1.mp3", "hangup_cause": "900"}));
+            "call_duration": "30", "resource_url": "https://rec/1.mp3", "hangup_cause": "900"}),
+        );
         let log = parse_call_log(sr, country(), chrono_tz::UTC).unwrap();
         assert_eq!(log.direction, Direction::Inbound);
         assert_eq!(log.lead_number.as_ref().unwrap().as_str(), "+918611795988");
@@ -154,9 +185,19 @@ mod tests {
 
     #[test]
     fn sr_problems_are_named_in_sr_terms() {
-        let missing = parse_call_log(fields(json!({"call_type": "incoming"})), country(), chrono_tz::UTC).unwrap_err();
+        let missing = parse_call_log(
+            fields(json!({"call_type": "incoming"})),
+            country(),
+            chrono_tz::UTC,
+        )
+        .unwrap_err();
         assert_eq!(missing.field, "caller_id");
-        let bad = parse_popup(fields(json!({"call_type": "sideways", "caller_id": "1"})), country(), chrono_tz::UTC).unwrap_err();
+        let bad = parse_popup(
+            fields(json!({"call_type": "sideways", "caller_id": "1"})),
+            country(),
+            chrono_tz::UTC,
+        )
+        .unwrap_err();
         assert_eq!(bad.field, "call_type");
         let number = parse_popup(
             fields(json!({"call_type": "incoming", "caller_id": "12", "agent_number": "101", "callid": "x"})),

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/ws", get(upgrade))
         .route("/api/v1/me", get(get_me))
         .route("/api/v1/me/connectors", get(get_my_connectors))
+        .route("/api/v1/me/activities", get(get_my_activities))
         .route("/api/v1/dispositions", post(post_disposition))
 }
 
@@ -48,6 +49,54 @@ async fn get_my_connectors(
 ) -> Result<axum::Json<Value>, ApiError> {
     let items = agent_service::my_connectors(&state, &user).await?;
     Ok(axum::Json(json!({"items": items, "next_cursor": null})))
+}
+
+#[derive(Deserialize, Default)]
+struct MyActivitiesQuery {
+    since: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// SPEC 6 — `GET /api/v1/me/activities?since=` (the agent's own, newest first).
+async fn get_my_activities(
+    State(state): State<AppState>,
+    Agent(user): Agent,
+    crate::error::ApiQuery(q): crate::error::ApiQuery<MyActivitiesQuery>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::validation(
+            "limit",
+            "limit must be between 1 and 500",
+        ));
+    }
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            crate::store::Cursor::decode(c)
+                .ok_or_else(|| ApiError::validation("cursor", "cursor is not one this API gave"))
+        })
+        .transpose()?;
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| {
+            crate::domain::time::Timestamp::parse_rfc3339(s)
+                .map_err(|_| ApiError::validation("since", "since must be an RFC 3339 time"))
+        })
+        .transpose()?;
+    let filter = crate::store::ActivityFilter {
+        user_id: Some(user.id),
+        since,
+        ..Default::default()
+    };
+    let page = state
+        .store
+        .list_activities(&filter, &crate::store::PageRequest { limit, cursor })
+        .await?;
+    Ok(axum::Json(serde_json::to_value(page).unwrap_or_default()))
 }
 
 /// A disposition as the socket's `dispose` frame or `POST /api/v1/dispositions` carries it.

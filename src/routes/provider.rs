@@ -5,8 +5,9 @@ use crate::domain::connector::{Connector, ConnectorKind};
 use crate::domain::ids::TelephonyLogId;
 use crate::domain::time::Timestamp;
 use crate::error::{BodyError, ProviderError, read_body};
-use crate::providers::{Fields, generic};
+use crate::providers::{Fields, generic, super_receptionist};
 use crate::service::auth::secrets_equal;
+use crate::service::call_log;
 use crate::service::popup::{self, PopupError};
 use crate::state::AppState;
 use crate::store::TelephonyLogRow;
@@ -38,6 +39,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2/Telephony.svc/ShowAgentPopup", post(show_agent_popup))
         .route("/api/v1/telephony/agent-popup", post(show_agent_popup))
+        .route("/v2/Telephony.svc/LogCall", post(log_call))
+        .route("/api/v1/telephony/call-log", post(log_call))
 }
 
 /// A request that passed authentication, with its body read.
@@ -304,8 +307,17 @@ async fn show_agent_popup(State(state): State<AppState>, req: Request) -> Respon
     let (admitted, draft) = admit(&state, req).await;
     let result = async {
         let a = admitted?;
-        let fields = fields_of(&a, generic::canonical)?;
-        let event = generic::parse_popup(&fields, a.connector.settings.default_country)?;
+        let s = &a.connector.settings;
+        let event = match a.connector.kind {
+            ConnectorKind::Generic => {
+                generic::parse_popup(&fields_of(&a, generic::canonical)?, s.default_country)?
+            }
+            ConnectorKind::SuperReceptionistV2 => super_receptionist::parse_popup(
+                fields_of(&a, super_receptionist::canonical)?,
+                s.default_country,
+                s.timezone,
+            )?,
+        };
         let answer = popup::show(&state, &a.connector, event)
             .await
             .map_err(popup_error)?;
@@ -322,4 +334,34 @@ async fn show_agent_popup(State(state): State<AppState>, req: Request) -> Respon
     }
     .await;
     finish(&state, "agent_popup", draft, result)
+}
+
+/// SPEC 2.2 — `POST /v2/Telephony.svc/LogCall` and `/api/v1/telephony/call-log`.
+async fn log_call(State(state): State<AppState>, req: Request) -> Response {
+    let (admitted, draft) = admit(&state, req).await;
+    let result = async {
+        let a = admitted?;
+        let s = &a.connector.settings;
+        let log = match a.connector.kind {
+            ConnectorKind::Generic => {
+                generic::parse_call_log(&fields_of(&a, generic::canonical_log)?, s.default_country, s.timezone)?
+            }
+            ConnectorKind::SuperReceptionistV2 => {
+                super_receptionist::parse_call_log(fields_of(&a, super_receptionist::canonical)?, s.default_country, s.timezone)?
+            }
+        };
+        let answer = call_log::log(&state, &a.connector, log).await.map_err(popup_error)?;
+        Ok((
+            json!({
+                "Id": answer.id,
+                "LeadId": answer.lead_id,
+                "LeadCreated": answer.lead_created,
+                "Duplicate": answer.duplicate,
+                "Message": if answer.duplicate { "Call log updated" } else { "Call logged successfully" },
+            }),
+            if answer.duplicate { "duplicate" } else { "ok" },
+        ))
+    }
+    .await;
+    finish(&state, "call_log", draft, result)
 }

@@ -28,13 +28,26 @@ pub struct CallLogAnswer {
 
 /// The agent of a log, if any: `UserId` whatever the user's state (404 when unknown),
 /// else the active user who sees this connector and holds the agent-side number.
-async fn agent_of(state: &AppState, connector: &Connector, log: &CallLog) -> Result<Option<User>, PopupError> {
+async fn agent_of(
+    state: &AppState,
+    connector: &Connector,
+    log: &CallLog,
+) -> Result<Option<User>, PopupError> {
     if let Some(id) = log.user_id {
-        return state.store.get_user(id).await?.map(Some).ok_or(PopupError::UserNotFound);
+        return state
+            .store
+            .get_user(id)
+            .await?
+            .map(Some)
+            .ok_or(PopupError::UserNotFound);
     }
-    let Some(number) = &log.agent_number else { return Ok(None) };
+    let Some(number) = &log.agent_number else {
+        return Ok(None);
+    };
     match state.store.user_by_number(number.as_str()).await? {
-        Some(u) if u.active && state.store.user_sees_connector(u.id, connector.id).await? => Ok(Some(u)),
+        Some(u) if u.active && state.store.user_sees_connector(u.id, connector.id).await? => {
+            Ok(Some(u))
+        }
         _ => Ok(None),
     }
 }
@@ -42,8 +55,11 @@ async fn agent_of(state: &AppState, connector: &Connector, log: &CallLog) -> Res
 /// `call_logged` goes to every user with an open popup for the call, and to the log's
 /// agent, once each.
 fn recipients(popups: &[PopupRecord], agent: Option<UserId>) -> Vec<(UserId, Option<PopupId>)> {
-    let mut out: Vec<(UserId, Option<PopupId>)> =
-        popups.iter().filter(|p| p.state.is_open()).map(|p| (p.call.user_id, Some(p.id))).collect();
+    let mut out: Vec<(UserId, Option<PopupId>)> = popups
+        .iter()
+        .filter(|p| p.state.is_open())
+        .map(|p| (p.call.user_id, Some(p.id)))
+        .collect();
     if let Some(a) = agent
         && !out.iter().any(|(u, _)| *u == a)
     {
@@ -56,7 +72,11 @@ fn recipients(popups: &[PopupRecord], agent: Option<UserId>) -> Vec<(UserId, Opt
 ///
 /// # Errors
 /// [`PopupError`] for unknown `UserId`, `LeadId` or `OpportunityId`; store failures.
-pub async fn log(state: &AppState, connector: &Connector, log: CallLog) -> Result<CallLogAnswer, PopupError> {
+pub async fn log(
+    state: &AppState,
+    connector: &Connector,
+    log: CallLog,
+) -> Result<CallLogAnswer, PopupError> {
     let agent = agent_of(state, connector, &log).await?;
     if let Some(o) = log.opportunity_id
         && state.store.get_opportunity(o).await?.is_none()
@@ -76,8 +96,14 @@ pub async fn log(state: &AppState, connector: &Connector, log: CallLog) -> Resul
         (None, Some(p)) => (p.call.lead_id, false),
         _ => {
             let tag = tag_of(state, connector, &log.party).await?;
-            let (lead, _, created) =
-                resolve_lead(state, connector, &log.party, agent.as_ref().map(|a| a.id), tag.as_deref()).await?;
+            let (lead, _, created) = resolve_lead(
+                state,
+                connector,
+                &log.party,
+                agent.as_ref().map(|a| a.id),
+                tag.as_deref(),
+            )
+            .await?;
             (lead.id, created)
         }
     };
@@ -88,7 +114,9 @@ pub async fn log(state: &AppState, connector: &Connector, log: CallLog) -> Resul
             Direction::Outbound => ActivityKind::OutboundCall,
         },
         lead_id,
-        opportunity_id: log.opportunity_id.or_else(|| popup.and_then(|p| p.call.opportunity_id)),
+        opportunity_id: log
+            .opportunity_id
+            .or_else(|| popup.and_then(|p| p.call.opportunity_id)),
         user_id: agent.as_ref().map(|a| a.id),
         connector_id: connector.id,
         call_session_id: log.call_session_id.clone(),
@@ -104,8 +132,16 @@ pub async fn log(state: &AppState, connector: &Connector, log: CallLog) -> Resul
     let payload = |popup: Option<PopupId>, a: &Activity| json!({"popup_id": popup, "activity": a});
     let (activity, duplicate, events) = state.store.log_call(&write, &to, &payload).await?;
     for e in events {
-        state.hub.send(e.user_id, &protocol::event("call_logged", e.seq, &e.payload));
+        state.hub.send(
+            e.user_id,
+            &protocol::event("call_logged", e.seq, &e.payload),
+        );
     }
     metrics::counter!("utc_call_logs_total", "result" => if duplicate { "updated" } else { "created" }).increment(1);
-    Ok(CallLogAnswer { id: activity.id, lead_id: activity.lead_id, lead_created, duplicate })
+    Ok(CallLogAnswer {
+        id: activity.id,
+        lead_id: activity.lead_id,
+        lead_created,
+        duplicate,
+    })
 }

@@ -102,9 +102,17 @@ async fn resolve_agent(
 ///
 /// # Errors
 /// Store failures.
-pub async fn tag_of(state: &AppState, connector: &Connector, e: &CallParty) -> Result<Option<String>, StoreError> {
+pub async fn tag_of(
+    state: &AppState,
+    connector: &Connector,
+    e: &CallParty,
+) -> Result<Option<String>, StoreError> {
     let vn = match &e.display_number {
-        Some(n) => state.store.virtual_number(n).await?.filter(|v| v.connector_id == connector.id),
+        Some(n) => state
+            .store
+            .virtual_number(n)
+            .await?
+            .filter(|v| v.connector_id == connector.id),
         None => None,
     };
     Ok(vn.and_then(|v| v.tag).or_else(|| e.tag.clone()))

@@ -714,7 +714,11 @@ pub trait Store: Send + Sync {
         payload: &(dyn Fn(PopupId) -> serde_json::Value + Send + Sync),
     ) -> StoreResult<Vec<ExpiredPopup>>;
     /// Every popup of this connector + call session (one per agent), newest first.
-    async fn popups_for_session(&self, connector: ConnectorId, call_session_id: &str) -> StoreResult<Vec<PopupRecord>>;
+    async fn popups_for_session(
+        &self,
+        connector: ConnectorId,
+        call_session_id: &str,
+    ) -> StoreResult<Vec<PopupRecord>>;
     /// Inserts a call activity, or merges it into the existing one of the same connector
     /// + call session (it keeps that one's lead, connector and kind, overwrites the
     /// columns given a non-empty value and merges `data`), and appends one
@@ -724,7 +728,9 @@ pub trait Store: Send + Sync {
         &self,
         w: &CallActivityWrite,
         recipients: &Recipients,
-        payload: &(dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync),
+        payload: &(
+             dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync
+         ),
     ) -> StoreResult<(Activity, bool, Vec<UserEvent>)>;
     /// Drops events older than `before` whose popup is not open.
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64>;

@@ -3,10 +3,10 @@
 //! lock up front: that is the per-key lock DESIGN.md asks for, at database scope.
 
 use super::{
-    ActivityFilter, DisposeError, DispositionWrite, ExpiredPopup, LeadFilter, LeadWrite,
-    NewConnector, OpportunityWrite, Page, PageRequest, PopupCall, PopupOutcome, PopupRecord,
-    PopupState, Recipients, StoreError, StoreResult, StoredEvent, UserEvent, CallActivityWrite, TelephonyLogFilter, TelephonyLogRow,
-    UserWrite, VirtualNumber,
+    ActivityFilter, CallActivityWrite, DisposeError, DispositionWrite, ExpiredPopup, LeadFilter,
+    LeadWrite, NewConnector, OpportunityWrite, Page, PageRequest, PopupCall, PopupOutcome,
+    PopupRecord, PopupState, Recipients, StoreError, StoreResult, StoredEvent, TelephonyLogFilter,
+    TelephonyLogRow, UserEvent, UserWrite, VirtualNumber,
 };
 use crate::domain::call::Direction;
 use crate::domain::connector::{
@@ -1732,7 +1732,11 @@ impl super::Store for SqliteStore {
         Ok(out)
     }
 
-    async fn popups_for_session(&self, connector: ConnectorId, call_session_id: &str) -> StoreResult<Vec<PopupRecord>> {
+    async fn popups_for_session(
+        &self,
+        connector: ConnectorId,
+        call_session_id: &str,
+    ) -> StoreResult<Vec<PopupRecord>> {
         sqlx::query("SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? ORDER BY updated_at DESC, id")
             .bind(connector.to_string())
             .bind(call_session_id)
@@ -1747,7 +1751,9 @@ impl super::Store for SqliteStore {
         &self,
         w: &CallActivityWrite,
         recipients: &Recipients,
-        payload: &(dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync),
+        payload: &(
+             dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync
+         ),
     ) -> StoreResult<(Activity, bool, Vec<UserEvent>)> {
         let now = Timestamp::now();
         let mut tx = self.immediate().await?;
@@ -1785,13 +1791,20 @@ impl super::Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let duplicate = id != w.new_id.to_string();
-        let row = sqlx::query("SELECT * FROM activities WHERE id = ?").bind(&id).fetch_one(&mut *tx).await?;
+        let row = sqlx::query("SELECT * FROM activities WHERE id = ?")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
         let activity = activity_from_row(&row)?;
         let mut events = Vec::with_capacity(recipients.len());
         for (user, popup) in recipients {
             let body = payload(*popup, &activity);
             let seq = append_event(&mut tx, *user, "call_logged", *popup, Some(&body), now).await?;
-            events.push(UserEvent { user_id: *user, seq, payload: body });
+            events.push(UserEvent {
+                user_id: *user,
+                seq,
+                payload: body,
+            });
         }
         tx.commit().await?;
         Ok((activity, duplicate, events))

@@ -20,6 +20,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub state: AppState,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub settings: Settings,
     pub _dir: tempfile::TempDir,
 }
 
@@ -46,7 +47,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     // tweaks may step outside what validate() allows (e.g. an idle timeout shorter than
     // the heartbeat, to test idle closing without pings)
     tweak(&mut settings);
-    let app = App::build(settings).await.unwrap();
+    start(settings, admin_token, dir).await
+}
+
+async fn start(settings: Settings, admin_token: String, dir: tempfile::TempDir) -> TestApp {
+    let app = App::build(settings.clone()).await.unwrap();
     let addr = app.local_addr().unwrap();
     let state = app.state().clone();
     let handle = tokio::spawn(app.run_until_stopped());
@@ -56,11 +61,46 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         client: reqwest::Client::new(),
         state,
         handle,
+        settings,
         _dir: dir,
     }
 }
 
 impl TestApp {
+    /// Stops the gateway (as SIGTERM would) and starts a new one on the same database.
+    pub async fn restart(self) -> TestApp {
+        self.state.shutdown.token.cancel();
+        self.handle.await.unwrap().unwrap();
+        start(self.settings, self.admin_token, self._dir).await
+    }
+
+    /// Posts a call log with keys in headers; returns status and body.
+    pub async fn post_call_log(
+        &self,
+        c: &TestConnector,
+        body: &str,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.url("/v2/Telephony.svc/LogCall"))
+            .header("x-LSQ-AccessKey", &c.access_key)
+            .header("x-LSQ-SecretKey", &c.secret_key)
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json().await.unwrap())
+    }
+
+    pub async fn all_activities(&self) -> Vec<Value> {
+        self.admin_get("/api/v1/activities?limit=500").await["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

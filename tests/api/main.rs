@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod call_log;
 mod dispose;
 mod helpers;
 mod popup;
