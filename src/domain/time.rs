@@ -80,9 +80,7 @@ impl Timestamp {
         let rest = rest
             .strip_prefix(['T', ' '])
             .ok_or(ProviderTimeError::Format)?;
-        let clock_end = rest
-            .find(|c: char| c == 'Z' || c == 'z' || c == '+' || c == '-')
-            .unwrap_or(rest.len());
+        let clock_end = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
         let (clock, offset) = rest.split_at(clock_end);
         let naive =
             NaiveDateTime::parse_from_str(&format!("{date}T{clock}"), "%Y-%m-%dT%H:%M:%S%.f")
