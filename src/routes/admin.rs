@@ -64,6 +64,13 @@ pub fn router() -> Router<AppState> {
                 .patch(patch_connector)
                 .delete(delete_connector),
         )
+        .route("/api/v1/connectors/{id}/clone", post(clone_connector))
+        .route(
+            "/api/v1/connectors/{id}/default",
+            post(set_default_connector),
+        )
+        .route("/api/v1/connectors/{id}/rotate-keys", post(rotate_keys))
+        .route("/api/v1/connectors/{id}/urls", get(get_connector_urls))
         .route(
             "/api/v1/connectors/{id}/virtual-numbers",
             get(list_virtual_numbers).post(add_virtual_number),
@@ -490,6 +497,77 @@ async fn delete_connector(
         .await
         .map_err(store_404("connector"))?;
     Ok(no_content())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CloneRequest {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// SPEC 9 — `POST /api/v1/connectors/{id}/clone` (201; new keys, same settings and teams;
+/// an optional `{"name"}` body renames the clone).
+async fn clone_connector(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let cid = id(&raw, ConnectorId::parse, "connector")?;
+    let req: CloneRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CloneRequest::default()
+    } else {
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("malformed JSON: {e}"),
+            )
+        })?;
+        crate::error::parse_value(v)?
+    };
+    let c = dir::clone_connector(&s, cid, req.name)
+        .await
+        .map_err(|e| not_found_as(e, "connector"))?;
+    Ok(created(dir::connector_json(&c, true)))
+}
+
+/// SPEC 9 — `POST /api/v1/connectors/{id}/default`.
+async fn set_default_connector(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult {
+    let c = s
+        .store
+        .set_default_connector(id(&raw, ConnectorId::parse, "connector")?)
+        .await
+        .map_err(store_404("connector"))?;
+    Ok(ok(dir::connector_json(&c, false)))
+}
+
+/// SPEC 9 — `POST /api/v1/connectors/{id}/rotate-keys` (the answer carries both new keys).
+async fn rotate_keys(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
+    let c = dir::rotate_keys(&s, id(&raw, ConnectorId::parse, "connector")?)
+        .await
+        .map_err(|e| not_found_as(e, "connector"))?;
+    Ok(ok(dir::connector_json(&c, true)))
+}
+
+/// SPEC 9 — `GET /api/v1/connectors/{id}/urls`.
+async fn get_connector_urls(
+    _: Admin,
+    State(s): State<AppState>,
+    Path(raw): Path<String>,
+) -> ApiResult {
+    let c = found(
+        s.store
+            .get_connector(id(&raw, ConnectorId::parse, "connector")?)
+            .await?,
+        "connector",
+    )?;
+    Ok(ok(dir::connector_urls(&s, &c)))
 }
 
 /// SPEC 9 — `GET /api/v1/connectors/{id}/virtual-numbers`.

@@ -606,16 +606,93 @@ pub async fn create_connector(
     req: ConnectorRequest,
 ) -> Result<Connector, DirectoryError> {
     let (kind, settings) = req.parse(default_country(state))?;
+    let (access_key, secret_key) = new_keys();
     Ok(state
         .store
         .create_connector(NewConnector {
             id: ConnectorId::new(),
             kind,
-            access_key: format!("AK{}", random_secret(15)),
-            secret_key: random_secret(30),
+            access_key,
+            secret_key,
             settings,
         })
         .await?)
+}
+
+fn new_keys() -> (String, String) {
+    (format!("AK{}", random_secret(15)), random_secret(30))
+}
+
+/// Clones a connector: every setting and the team assignments, new keys, not the
+/// virtual numbers (they belong to one connector); `name` renames the clone.
+///
+/// # Errors
+/// [`DirectoryError`].
+pub async fn clone_connector(
+    state: &AppState,
+    id: ConnectorId,
+    name: Option<String>,
+) -> Result<Connector, DirectoryError> {
+    let source = state
+        .store
+        .get_connector(id)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let mut settings = source.settings;
+    if let Some(n) = name {
+        settings.name = non_empty("name", &n)?;
+    }
+    let (access_key, secret_key) = new_keys();
+    let new = NewConnector {
+        id: ConnectorId::new(),
+        kind: source.kind,
+        access_key,
+        secret_key,
+        settings,
+    };
+    Ok(state.store.clone_connector(id, new).await?)
+}
+
+/// Replaces both keys of a connector; the old ones stop working at once.
+///
+/// # Errors
+/// [`DirectoryError`].
+pub async fn rotate_keys(state: &AppState, id: ConnectorId) -> Result<Connector, DirectoryError> {
+    let (access_key, secret_key) = new_keys();
+    Ok(state
+        .store
+        .rotate_connector_keys(id, &access_key, &secret_key)
+        .await?)
+}
+
+/// The provider-facing URLs of a connector, ready to paste into a provider's console.
+pub fn connector_urls(state: &AppState, c: &Connector) -> Value {
+    use secrecy::ExposeSecret as _;
+    let base = state.settings.server.public_url.trim_end_matches('/');
+    let paths = [
+        ("agent_popup", "/v2/Telephony.svc/ShowAgentPopup"),
+        ("call_log", "/v2/Telephony.svc/LogCall"),
+        ("call_route", "/api/v1/telephony/call-route"),
+        ("sso", "/api/v1/sso"),
+    ];
+    let keys = format!(
+        "accessKey={}&secretKey={}",
+        crate::domain::template::percent_encode(&c.access_key),
+        crate::domain::template::percent_encode(c.secret_key.expose_secret())
+    );
+    let urls: serde_json::Map<String, Value> = paths
+        .iter()
+        .map(|(k, p)| ((*k).to_owned(), json!(format!("{base}{p}"))))
+        .collect();
+    let with_keys: serde_json::Map<String, Value> = paths
+        .iter()
+        .map(|(k, p)| ((*k).to_owned(), json!(format!("{base}{p}?{keys}"))))
+        .collect();
+    json!({
+        "headers": {"x-LSQ-AccessKey": c.access_key, "x-LSQ-SecretKey": c.secret_key.expose_secret()},
+        "urls": urls,
+        "urls_with_keys": with_keys,
+    })
 }
 
 /// Applies a merge patch to a connector's settings (`kind` cannot change).

@@ -572,6 +572,19 @@ pub trait Store: Send + Sync {
     /// Deletes a connector, its numbers and team assignments; promotes the oldest
     /// remaining connector when it was the default ([`StoreError::NotFound`]).
     async fn delete_connector(&self, id: ConnectorId) -> StoreResult<()>;
+    /// Copies a connector's settings and team assignments (not its numbers) into a new,
+    /// non-default connector with these keys and name ([`StoreError::NotFound`]).
+    async fn clone_connector(&self, from: ConnectorId, new: NewConnector)
+    -> StoreResult<Connector>;
+    /// Makes this connector the only default ([`StoreError::NotFound`]).
+    async fn set_default_connector(&self, id: ConnectorId) -> StoreResult<Connector>;
+    /// Replaces both keys ([`StoreError::NotFound`]).
+    async fn rotate_connector_keys(
+        &self,
+        id: ConnectorId,
+        access_key: &str,
+        secret_key: &str,
+    ) -> StoreResult<Connector>;
     /// Replaces the teams a connector is assigned to.
     async fn set_connector_teams(&self, id: ConnectorId, teams: &[TeamId]) -> StoreResult<()>;
     /// Adds a virtual number ([`StoreError::Conflict`] `number_in_use`).
@@ -640,6 +653,10 @@ pub trait Store: Send + Sync {
     async fn update_lead(&self, id: LeadId, l: &LeadWrite) -> StoreResult<Lead>;
     /// Deletes a lead ([`StoreError::NotFound`]).
     async fn delete_lead(&self, id: LeadId) -> StoreResult<()>;
+    /// Leads holding `number`, most recently updated first (then by id), at most `limit`.
+    async fn leads_by_number(&self, number: &PhoneNumber, limit: u32) -> StoreResult<Vec<Lead>>;
+    /// The lead's most recently updated open opportunity.
+    async fn latest_open_opportunity(&self, lead: LeadId) -> StoreResult<Option<Opportunity>>;
     /// Every lead holding `number` (most recently updated first, at most `limit`);
     /// when none does, creates `new` under a per-number lock so that concurrent calls
     /// make one lead. Returns the leads and whether the (single) lead was created.

@@ -519,6 +519,25 @@ async fn write_lead(
     Ok(())
 }
 
+/// Leads holding `number`, most recently updated first, then by id.
+async fn select_by_number(
+    conn: &mut SqliteConnection,
+    number: &PhoneNumber,
+    limit: u32,
+) -> StoreResult<Vec<Lead>> {
+    sqlx::query(
+        "SELECT l.* FROM lead_numbers n JOIN leads l ON l.id = n.lead_id \
+         WHERE n.number = ? ORDER BY l.updated_at DESC, l.id LIMIT ?",
+    )
+    .bind(number.as_str())
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(lead_from_row)
+    .collect()
+}
+
 async fn fetch_lead(conn: &mut SqliteConnection, id: LeadId) -> StoreResult<Option<Lead>> {
     sqlx::query("SELECT * FROM leads WHERE id = ?")
         .bind(id.to_string())
@@ -928,6 +947,85 @@ impl super::Store for SqliteStore {
         Ok(())
     }
 
+    async fn clone_connector(
+        &self,
+        from: ConnectorId,
+        new: NewConnector,
+    ) -> StoreResult<Connector> {
+        let now = Timestamp::now();
+        let mut tx = self.immediate().await?;
+        let copied = sqlx::query(
+            "INSERT INTO connectors (id, name, kind, access_key, secret_key, settings, is_default, created_at, updated_at) \
+             SELECT ?, ?, kind, ?, ?, settings, 0, ?, ? FROM connectors WHERE id = ?",
+        )
+        .bind(new.id.to_string())
+        .bind(&new.settings.name)
+        .bind(&new.access_key)
+        .bind(&new.secret_key)
+        .bind(now.millis())
+        .bind(now.millis())
+        .bind(from.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if copied == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("INSERT INTO team_connectors (team_id, connector_id) SELECT team_id, ? FROM team_connectors WHERE connector_id = ?")
+            .bind(new.id.to_string())
+            .bind(from.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.get_connector(new.id)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn set_default_connector(&self, id: ConnectorId) -> StoreResult<Connector> {
+        let mut tx = self.immediate().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        // clear first: the unique index allows one default at any time
+        sqlx::query("UPDATE connectors SET is_default = 0 WHERE is_default = 1 AND id <> ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE connectors SET is_default = 1 WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.get_connector(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    async fn rotate_connector_keys(
+        &self,
+        id: ConnectorId,
+        access_key: &str,
+        secret_key: &str,
+    ) -> StoreResult<Connector> {
+        let n = sqlx::query(
+            "UPDATE connectors SET access_key = ?, secret_key = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(access_key)
+        .bind(secret_key)
+        .bind(Timestamp::now().millis())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.get_connector(id).await?.ok_or(StoreError::NotFound)
+    }
+
     async fn set_connector_teams(&self, id: ConnectorId, teams: &[TeamId]) -> StoreResult<()> {
         let mut tx = self.immediate().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = ?")
@@ -1274,43 +1372,39 @@ impl super::Store for SqliteStore {
         self.delete_by_id("leads", id.to_string()).await
     }
 
+    async fn leads_by_number(&self, number: &PhoneNumber, limit: u32) -> StoreResult<Vec<Lead>> {
+        let mut conn = self.pool.acquire().await?;
+        select_by_number(&mut conn, number, limit).await
+    }
+
+    async fn latest_open_opportunity(&self, lead: LeadId) -> StoreResult<Option<Opportunity>> {
+        sqlx::query(
+            "SELECT * FROM opportunities WHERE lead_id = ? AND status = 'open' ORDER BY updated_at DESC, id LIMIT 1",
+        )
+        .bind(lead.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| opportunity_from_row(&r))
+        .transpose()
+    }
+
     async fn resolve_lead_by_number(
         &self,
         number: &PhoneNumber,
         limit: u32,
         new: &LeadWrite,
     ) -> StoreResult<(Vec<Lead>, bool)> {
-        let select = "SELECT l.* FROM lead_numbers n JOIN leads l ON l.id = n.lead_id \
-                      WHERE n.number = ? ORDER BY l.updated_at DESC, l.id LIMIT ?";
         // Fast path without the write lock: most callers are known.
-        let found = sqlx::query(select)
-            .bind(number.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let found = select_by_number(&mut conn, number, limit).await?;
+        drop(conn);
         if !found.is_empty() {
-            return Ok((
-                found
-                    .iter()
-                    .map(lead_from_row)
-                    .collect::<StoreResult<_>>()?,
-                false,
-            ));
+            return Ok((found, false));
         }
         let mut tx = self.immediate().await?;
-        let found = sqlx::query(select)
-            .bind(number.as_str())
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
+        let found = select_by_number(&mut tx, number, limit).await?;
         if !found.is_empty() {
-            return Ok((
-                found
-                    .iter()
-                    .map(lead_from_row)
-                    .collect::<StoreResult<_>>()?,
-                false,
-            ));
+            return Ok((found, false));
         }
         let id = LeadId::new();
         write_lead(&mut tx, id, new, Timestamp::now(), true).await?;

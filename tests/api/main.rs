@@ -5,6 +5,7 @@
 
 mod admin;
 mod call_log;
+mod connectors;
 mod dispose;
 mod helpers;
 mod popup;

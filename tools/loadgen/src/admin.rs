@@ -1,5 +1,5 @@
 //! The gateway's admin API as the benchmark uses it: teams, connectors, agents (users
-//! with an extension and a token) and leads. Every name, email, extension and lead
+//! with an extension and a token), leads, and counting a connector's activities. Every name, email, extension and lead
 //! number carries a per-run nonce, so several runs can share one gateway database; the
 //! run's connector is bound to the run's team, so the agents see it whether or not it
 //! happens to be the gateway's default connector.
@@ -95,14 +95,17 @@ impl AdminClient {
         &self,
         method: reqwest::Method,
         path: &str,
-        body: &Value,
+        body: Option<&Value>,
     ) -> Result<Value, CallError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
+        let mut req = self
             .http
             .request(method.clone(), &url)
-            .bearer_auth(&self.token)
-            .json(body)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| CallError {
@@ -128,7 +131,13 @@ impl AdminClient {
     }
 
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, body)
+        self.call(reqwest::Method::POST, path, Some(body))
+            .await
+            .map_err(|e| e.error)
+    }
+
+    async fn get(&self, path_and_query: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path_and_query, None)
             .await
             .map_err(|e| e.error)
     }
@@ -158,7 +167,7 @@ impl AdminClient {
         self.call(
             reqwest::Method::PUT,
             &format!("/api/v1/connectors/{}/teams", c.id),
-            &json!({ "team_ids": [team_id] }),
+            Some(&json!({ "team_ids": [team_id] })),
         )
         .await
         .map_err(|e| e.error)?;
@@ -188,7 +197,7 @@ impl AdminClient {
                 "team_ids": [team_id],
             });
             match self
-                .call(reqwest::Method::POST, "/api/v1/users", &body)
+                .call(reqwest::Method::POST, "/api/v1/users", Some(&body))
                 .await
             {
                 Ok(v) => {
@@ -258,6 +267,78 @@ impl AdminClient {
             .try_collect::<Vec<Value>>()
             .await?;
         Ok(numbers)
+    }
+}
+
+/// What [`AdminClient::count_activities`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityCount {
+    /// Activities of the connector.
+    pub activities: usize,
+    /// Distinct `call_session_id`s among them.
+    pub distinct_sessions: usize,
+    /// Activities of any connector seen while paging.
+    pub scanned: usize,
+    /// Pages read.
+    pub pages: usize,
+}
+
+impl AdminClient {
+    /// Pages through `GET /api/v1/activities` (500 a page, newest first) and counts the
+    /// activities whose `connector_id` is `connector_id`.
+    ///
+    /// # Errors
+    /// The gateway refused, a page is malformed, or the cursor does not advance.
+    pub async fn count_activities(&self, connector_id: &str) -> anyhow::Result<ActivityCount> {
+        let mut count = ActivityCount {
+            activities: 0,
+            distinct_sessions: 0,
+            scanned: 0,
+            pages: 0,
+        };
+        let mut sessions = std::collections::HashSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            // Only the path and the (encoded) query are used; `call` prepends the base.
+            let mut url = reqwest::Url::parse("http://gateway/api/v1/activities?limit=500")?;
+            if let Some(c) = &cursor {
+                url.query_pairs_mut().append_pair("cursor", c);
+            }
+            let path = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let page = self
+                .get(&path)
+                .await
+                .with_context(|| format!("reading activities page {}", count.pages + 1))?;
+            count.pages += 1;
+            let items = page
+                .get("items")
+                .and_then(Value::as_array)
+                .with_context(|| format!("an activities page has no `items` array: {page}"))?;
+            for item in items {
+                count.scanned += 1;
+                if item.get("connector_id").and_then(Value::as_str) == Some(connector_id) {
+                    count.activities += 1;
+                    if let Some(s) = item.get("call_session_id").and_then(Value::as_str) {
+                        sessions.insert(s.to_owned());
+                    }
+                }
+            }
+            match page.get("next_cursor") {
+                None | Some(Value::Null) => break,
+                Some(Value::String(next)) => {
+                    if items.is_empty() || cursor.as_deref() == Some(next.as_str()) {
+                        bail!("the activities cursor does not advance ({next})");
+                    }
+                    cursor = Some(next.clone());
+                }
+                Some(other) => bail!("`next_cursor` is neither null nor a string: {other}"),
+            }
+        }
+        count.distinct_sessions = sessions.len();
+        Ok(count)
     }
 }
 

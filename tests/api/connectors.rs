@@ -1,0 +1,164 @@
+//! SPEC 6 and 9 — connectors: clone, default, keys, provider URLs.
+
+use crate::helpers::spawn_app;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_clone_has_new_keys_the_same_settings_and_teams_and_no_numbers() {
+    let app = spawn_app().await;
+    let c = app
+        .create_connector(
+            json!({"name": "Exotel", "timezone": "Asia/Kolkata", "lead_source": "Phone",
+            "disposition": {"values": ["A", "B"], "task": {"enabled": true, "mandatory": true}}}),
+        )
+        .await;
+    let team = app
+        .admin_post("/api/v1/teams", json!({"name": "North"}))
+        .await;
+    app.admin(
+        Method::PUT,
+        &format!("/api/v1/connectors/{}/teams", c.id),
+        Some(json!({"team_ids": [team["id"]]})),
+    )
+    .await;
+    app.admin_post(
+        &format!("/api/v1/connectors/{}/virtual-numbers", c.id),
+        json!({"number": "08069000000"}),
+    )
+    .await;
+
+    let clone = app
+        .admin_post(&format!("/api/v1/connectors/{}/clone", c.id), json!({}))
+        .await;
+
+    let original = app.admin_get(&format!("/api/v1/connectors/{}", c.id)).await;
+    let settings = |v: &Value| {
+        let mut v = v.clone();
+        for k in [
+            "id",
+            "access_key",
+            "secret_key",
+            "is_default",
+            "created_at",
+            "updated_at",
+        ] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v
+    };
+    assert_eq!(settings(&clone), settings(&original));
+    assert_ne!(clone["access_key"], original["access_key"]);
+    assert_ne!(clone["secret_key"].as_str().unwrap(), c.secret_key);
+    assert_eq!(clone["is_default"], false);
+    let t = app
+        .admin_get(&format!("/api/v1/teams/{}", team["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(t["connector_ids"].as_array().unwrap().len(), 2);
+    let numbers = app
+        .admin_get(&format!(
+            "/api/v1/connectors/{}/virtual-numbers",
+            clone["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(numbers["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rotated_keys_replace_the_old_ones_at_once() {
+    let app = spawn_app().await;
+    let c = app.connector().await;
+    app.agent("asha@example.com", &["101"]).await;
+
+    let (status, rotated) = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/connectors/{}/rotate-keys", c.id),
+            None,
+        )
+        .await;
+
+    assert_eq!(status, 200);
+    let (old, _) = app.post_popup(&c, r#"{"SourceNumber":"8611795988","DestinationNumber":"101","Direction":"Inbound","CallSessionId":"c1"}"#).await;
+    assert_eq!(old, 401);
+    let fresh = crate::helpers::TestConnector {
+        id: c.id.clone(),
+        access_key: rotated["access_key"].as_str().unwrap().to_owned(),
+        secret_key: rotated["secret_key"].as_str().unwrap().to_owned(),
+    };
+    let (new, _) = app.post_popup(&fresh, r#"{"SourceNumber":"8611795988","DestinationNumber":"101","Direction":"Inbound","CallSessionId":"c1"}"#).await;
+    assert_eq!(new, 200);
+}
+
+#[tokio::test]
+async fn exactly_one_connector_is_the_default_and_deleting_it_promotes_the_oldest() {
+    let app = spawn_app().await;
+    let first = app.create_connector(json!({"name": "First"})).await;
+    let second = app.create_connector(json!({"name": "Second"})).await;
+    let third = app.create_connector(json!({"name": "Third"})).await;
+
+    let (status, made) = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/connectors/{}/default", third.id),
+            None,
+        )
+        .await;
+    assert_eq!((status, made["is_default"].clone()), (200, json!(true)));
+    let defaults = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["is_default"] == true)
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        defaults(&app.admin_get("/api/v1/connectors").await),
+        ["Third"]
+    );
+
+    let (status, _) = app
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/connectors/{}", third.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+
+    assert_eq!(
+        defaults(&app.admin_get("/api/v1/connectors").await),
+        ["First"]
+    );
+    let _ = (first, second);
+}
+
+#[tokio::test]
+async fn provider_urls_carry_the_keys_on_the_public_url() {
+    let app = spawn_app_public().await;
+    let c = app.connector().await;
+
+    let urls = app
+        .admin_get(&format!("/api/v1/connectors/{}/urls", c.id))
+        .await;
+
+    assert_eq!(
+        urls["urls"]["agent_popup"],
+        "https://gw.example.com/v2/Telephony.svc/ShowAgentPopup"
+    );
+    assert_eq!(
+        urls["urls"]["call_log"],
+        "https://gw.example.com/v2/Telephony.svc/LogCall"
+    );
+    assert_eq!(urls["headers"]["x-LSQ-AccessKey"], c.access_key.as_str());
+    assert_eq!(urls["headers"]["x-LSQ-SecretKey"], c.secret_key.as_str());
+    let with_keys = urls["urls_with_keys"]["call_route"].as_str().unwrap();
+    assert!(with_keys.starts_with("https://gw.example.com/api/v1/telephony/call-route?accessKey="));
+    assert!(with_keys.contains(&format!("secretKey={}", c.secret_key)));
+}
+
+async fn spawn_app_public() -> crate::helpers::TestApp {
+    crate::helpers::spawn_app_with(|s| s.server.public_url = "https://gw.example.com/".into()).await
+}
