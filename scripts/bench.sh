@@ -6,6 +6,8 @@
 # database and a random admin token, runs:
 #   popup-rtt --count 1000
 #   popup-rtt --count 2000 --concurrency 4
+#   call-log --count 5000 --concurrency 1
+#   call-log --duration-secs 20 --concurrency 4   (sustained)
 #   idle-sockets --sockets 1000
 # prints the machine and the results, then stops the gateway with SIGTERM.
 #
@@ -103,6 +105,8 @@ run() {
 
 run popup-rtt --count 1000 --warmup 50 --leads 100
 run popup-rtt --count 2000 --concurrency 4 --warmup 50 --leads 100
+run call-log --count 5000 --concurrency 1 --leads 100
+run call-log --duration-secs 20 --concurrency 4 --leads 100
 run idle-sockets --sockets 1000 --pid "$GW_PID"
 
 echo

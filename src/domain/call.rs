@@ -213,6 +213,19 @@ impl std::ops::Deref for CallLog {
     }
 }
 
+/// A call-route question (SPEC 2.3): who owns this caller?
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteRequest {
+    /// The caller (E.164).
+    pub caller: PhoneNumber,
+    /// The virtual number called, when given (must be the connector's).
+    pub virtual_number: Option<PhoneNumber>,
+    /// Lead or opportunity routing, when given (else the connector's mode).
+    pub mode: Option<super::connector::RouteMode>,
+    /// Answer `text/plain` with the owner's number instead of JSON.
+    pub text: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

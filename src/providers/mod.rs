@@ -5,7 +5,9 @@
 pub mod generic;
 pub mod super_receptionist;
 
-use crate::domain::call::FieldError;
+use crate::domain::call::{FieldError, RouteRequest};
+use crate::domain::connector::RouteMode;
+use crate::domain::phone::{Country, PhoneNumber};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -121,4 +123,37 @@ impl Fields {
         }
         Value::Object(map)
     }
+}
+
+/// Reads a call-route query (SPEC 2.3; the same names for every format): `caller_id`,
+/// optional `virtual_number`, `route` (`lead`/`opportunity`), `format` (`json`/`text`).
+///
+/// # Errors
+/// The first missing or invalid parameter.
+pub fn parse_route(f: &Fields, country: Country) -> Result<RouteRequest, FieldError> {
+    let number = |name: &str, raw: String| {
+        PhoneNumber::parse(&raw, country).map_err(|e| FieldError::invalid(name, e))
+    };
+    let caller = number("caller_id", f.required("caller_id")?)?;
+    let virtual_number = f
+        .text("virtual_number")?
+        .map(|v| number("virtual_number", v))
+        .transpose()?;
+    let mode = match f.text("route")?.map(|r| r.to_ascii_lowercase()).as_deref() {
+        None => None,
+        Some("lead") => Some(RouteMode::Lead),
+        Some("opportunity") => Some(RouteMode::Opportunity),
+        Some(_) => return Err(FieldError::invalid("route", "must be lead or opportunity")),
+    };
+    let text = match f.text("format")?.map(|r| r.to_ascii_lowercase()).as_deref() {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(_) => return Err(FieldError::invalid("format", "must be json or text")),
+    };
+    Ok(RouteRequest {
+        caller,
+        virtual_number,
+        mode,
+        text,
+    })
 }

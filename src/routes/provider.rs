@@ -7,8 +7,8 @@ use crate::domain::time::Timestamp;
 use crate::error::{BodyError, ProviderError, read_body};
 use crate::providers::{Fields, generic, super_receptionist};
 use crate::service::auth::secrets_equal;
-use crate::service::call_log;
 use crate::service::popup::{self, PopupError};
+use crate::service::{call_log, route};
 use crate::state::AppState;
 use crate::store::TelephonyLogRow;
 use axum::Router;
@@ -40,6 +40,10 @@ pub fn router() -> Router<AppState> {
         .route("/v2/Telephony.svc/ShowAgentPopup", post(show_agent_popup))
         .route("/api/v1/telephony/agent-popup", post(show_agent_popup))
         .route("/v2/Telephony.svc/LogCall", post(log_call))
+        .route(
+            "/api/v1/telephony/call-route",
+            axum::routing::get(call_route),
+        )
         .route("/api/v1/telephony/call-log", post(log_call))
 }
 
@@ -47,6 +51,7 @@ pub fn router() -> Router<AppState> {
 struct Admitted {
     connector: Connector,
     body: Body,
+    query: Vec<(String, String)>,
 }
 
 /// A provider body: a JSON object or (SR V2) form fields.
@@ -168,7 +173,12 @@ async fn admit(state: &AppState, req: Request) -> (Result<Admitted, ProviderErro
         }
     };
     let body = parse_body(&bytes);
-    draft.request = logged_request(&body, &bytes);
+    draft.request = if bytes.is_empty() {
+        // a GET (call route): its query is the request, without the keys
+        logged_request(&Body::Form(query.clone()), &bytes)
+    } else {
+        logged_request(&body, &bytes)
+    };
     draft.call_session_id = session_of(&body);
 
     let key = |name: &str, header: &str| -> Option<String> {
@@ -209,31 +219,42 @@ async fn admit(state: &AppState, req: Request) -> (Result<Admitted, ProviderErro
     if let Err(wait) = state.limiter.check(connector.id) {
         return (Err(ProviderError::rate_limited(wait)), draft);
     }
-    (Ok(Admitted { connector, body }), draft)
+    (
+        Ok(Admitted {
+            connector,
+            body,
+            query,
+        }),
+        draft,
+    )
+}
+
+/// The LGTC success envelope around `message`.
+fn envelope(message: Value) -> Response {
+    axum::Json(json!({"Status": "Success", "Message": message})).into_response()
 }
 
 fn finish(
     state: &AppState,
     endpoint: &str,
     draft: LogDraft,
-    result: Result<(Value, &'static str), ProviderError>,
+    result: Result<(Response, &'static str), ProviderError>,
 ) -> Response {
-    let (status, body, outcome, error) = match result {
-        Ok((message, outcome)) => (
-            StatusCode::OK,
-            json!({"Status": "Success", "Message": message}),
-            outcome,
-            None,
-        ),
+    let (response, outcome, error) = match result {
+        Ok((response, outcome)) => (Some(response), outcome, None),
         Err(e) => {
             let outcome = if e.status.is_server_error() {
                 "failed"
             } else {
                 "rejected"
             };
-            (e.status, e.body(), outcome, Some(e))
+            (None, outcome, Some(e))
         }
     };
+    let status = response.as_ref().map_or_else(
+        || error.as_ref().map_or(StatusCode::OK, |e| e.status),
+        |r| r.status(),
+    );
     metrics::counter!("utc_provider_requests_total", "endpoint" => endpoint.to_owned(), "outcome" => outcome)
         .increment(1);
     state.tlog.record(TelephonyLogRow {
@@ -249,9 +270,10 @@ fn finish(
         latency_us: i64::try_from(draft.started.elapsed().as_micros()).unwrap_or(i64::MAX),
         request: draft.request,
     });
-    match error {
-        Some(e) => e.into_response(),
-        None => (status, axum::Json(body)).into_response(),
+    match (response, error) {
+        (Some(r), _) => r,
+        (None, Some(e)) => e.into_response(),
+        (None, None) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -322,13 +344,13 @@ async fn show_agent_popup(State(state): State<AppState>, req: Request) -> Respon
             .await
             .map_err(popup_error)?;
         Ok((
-            json!({
+            envelope(json!({
                 "Id": answer.id,
                 "LeadId": answer.lead_id,
                 "Delivered": answer.delivered,
                 "Queued": answer.queued,
                 "Message": answer.message,
-            }),
+            })),
             "ok",
         ))
     }
@@ -352,16 +374,89 @@ async fn log_call(State(state): State<AppState>, req: Request) -> Response {
         };
         let answer = call_log::log(&state, &a.connector, log).await.map_err(popup_error)?;
         Ok((
-            json!({
+            envelope(json!({
                 "Id": answer.id,
                 "LeadId": answer.lead_id,
                 "LeadCreated": answer.lead_created,
                 "Duplicate": answer.duplicate,
                 "Message": if answer.duplicate { "Call log updated" } else { "Call logged successfully" },
-            }),
+            })),
             if answer.duplicate { "duplicate" } else { "ok" },
         ))
     }
     .await;
     finish(&state, "call_log", draft, result)
+}
+
+/// SPEC 2.3 — `GET /api/v1/telephony/call-route`: top-level JSON (LGTC routing clients
+/// read `TelephonyAgentId` there) or `text/plain`; errors are the envelope.
+async fn call_route(State(state): State<AppState>, req: Request) -> Response {
+    let (admitted, draft) = admit(&state, req).await;
+    let result = async {
+        let a = admitted?;
+        let pairs: Vec<(String, String)> = a
+            .query
+            .iter()
+            .filter(|(k, _)| !is_key(k))
+            .cloned()
+            .collect();
+        let fields = Fields::from_form(pairs, |_| None)?;
+        let q = crate::providers::parse_route(&fields, a.connector.settings.default_country)?;
+        let text = q.text;
+        let answer = route::route(&state, &a.connector, q)
+            .await
+            .map_err(|e| match e {
+                route::RouteError::NotOurNumber => ProviderError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "InvalidField",
+                    e.to_string(),
+                )
+                .with_field("virtual_number"),
+                route::RouteError::Store(s) => s.into(),
+            })?;
+        let response = match (answer, text) {
+            (
+                route::RouteAnswer::Match {
+                    number: Some(n), ..
+                },
+                true,
+            ) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8",
+                )],
+                n,
+            )
+                .into_response(),
+            (_, true) => StatusCode::NO_CONTENT.into_response(),
+            (
+                route::RouteAnswer::Match {
+                    lead_id,
+                    owner,
+                    number,
+                    telephony_agent_id,
+                    online,
+                },
+                false,
+            ) => axum::Json(json!({
+                "Status": "Success",
+                "Match": true,
+                "LeadId": lead_id,
+                "OwnerId": owner.id,
+                "OwnerName": owner.name,
+                "OwnerEmail": owner.email,
+                "OwnerNumber": number,
+                "TelephonyAgentId": telephony_agent_id,
+                "Online": online,
+            }))
+            .into_response(),
+            (route::RouteAnswer::NoMatch(reason), false) => {
+                axum::Json(json!({"Status": "Success", "Match": false, "Reason": reason}))
+                    .into_response()
+            }
+        };
+        Ok((response, "ok"))
+    }
+    .await;
+    finish(&state, "call_route", draft, result)
 }

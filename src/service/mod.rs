@@ -9,4 +9,5 @@ pub mod directory;
 pub mod disposition;
 pub mod popup;
 pub mod ratelimit;
+pub mod route;
 pub mod tlog;

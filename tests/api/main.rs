@@ -9,4 +9,5 @@ mod connectors;
 mod dispose;
 mod helpers;
 mod popup;
+mod route;
 mod socket;

@@ -105,13 +105,10 @@ impl AdminClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| CallError {
-                status: None,
-                error: anyhow::Error::new(e).context(format!("{method} {path}")),
-            })?;
+        let resp = req.send().await.map_err(|e| CallError {
+            status: None,
+            error: anyhow::Error::new(e).context(format!("{method} {path}")),
+        })?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| CallError {
             status: Some(status),
