@@ -115,6 +115,7 @@ impl App {
                 }
             });
         }
+        shutdown.spawn(crate::service::tlog::run_pruning(state.clone()));
         shutdown.spawn(crate::service::popup::run_expiry(
             state.clone(),
             Duration::from_secs(1),

@@ -22,6 +22,12 @@ macro_rules! id_type {
                 Self(Uuid::new_v4())
             }
 
+            /// A fresh id that sorts after every id made before it (UUID v7), for rows
+            /// listed in creation order.
+            pub fn time_ordered() -> Self {
+                Self(Uuid::now_v7())
+            }
+
             /// Reads an id from its text form.
             ///
             /// # Errors

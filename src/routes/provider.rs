@@ -258,7 +258,7 @@ fn finish(
     metrics::counter!("utc_provider_requests_total", "endpoint" => endpoint.to_owned(), "outcome" => outcome)
         .increment(1);
     state.tlog.record(TelephonyLogRow {
-        id: TelephonyLogId::new(),
+        id: TelephonyLogId::time_ordered(),
         at: draft.at,
         connector_id: draft.connector_id,
         endpoint: endpoint.to_owned(),

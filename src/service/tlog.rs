@@ -1,6 +1,6 @@
 //! Telephony logs are written in batches off the request path: handlers queue rows,
 //! one task inserts whatever has arrived (so rows are visible within milliseconds),
-//! and the queue is flushed on shutdown.
+//! and the queue is flushed on shutdown. Another task prunes them by age and count.
 
 use crate::store::{DynStore, TelephonyLogRow};
 use tokio::sync::mpsc;
@@ -57,4 +57,34 @@ async fn write(store: &DynStore, buf: &mut Vec<TelephonyLogRow>) {
         tracing::error!(error = ?e, rows = buf.len(), "writing telephony logs failed");
     }
     buf.clear();
+}
+
+/// Deletes rows past `telephony_log.retention_days` and beyond `telephony_log.max_rows`.
+///
+/// # Errors
+/// Store failures.
+pub async fn prune(state: &crate::state::AppState) -> Result<u64, crate::store::StoreError> {
+    let days =
+        i64::try_from(state.settings.telephony_log.retention_days).unwrap_or(i64::MAX / 86_400_000);
+    let before = crate::domain::time::Timestamp::now().plus_secs(-days.saturating_mul(86_400));
+    state
+        .store
+        .prune_telephony_logs(before, state.settings.telephony_log.max_rows)
+        .await
+}
+
+/// Prunes once a minute until shutdown.
+pub async fn run_pruning(state: crate::state::AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = state.shutdown.token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match prune(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned telephony logs"),
+            Err(e) => tracing::warn!(error = ?e, "pruning telephony logs failed"),
+        }
+    }
 }

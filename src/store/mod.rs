@@ -754,6 +754,9 @@ pub trait Store: Send + Sync {
 
     /// Writes telephony-log rows.
     async fn insert_telephony_logs(&self, rows: &[TelephonyLogRow]) -> StoreResult<()>;
+    /// Deletes telephony-log rows older than `before`, then all but the newest
+    /// `max_rows`; returns how many were deleted.
+    async fn prune_telephony_logs(&self, before: Timestamp, max_rows: u64) -> StoreResult<u64>;
     /// Lists telephony-log rows, newest first.
     async fn list_telephony_logs(
         &self,

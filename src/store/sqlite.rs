@@ -1940,6 +1940,25 @@ impl super::Store for SqliteStore {
         Ok(())
     }
 
+    async fn prune_telephony_logs(&self, before: Timestamp, max_rows: u64) -> StoreResult<u64> {
+        let mut tx = self.immediate().await?;
+        let old = sqlx::query("DELETE FROM telephony_logs WHERE at < ?")
+            .bind(before.millis())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let over = sqlx::query(
+            "DELETE FROM telephony_logs WHERE id IN \
+             (SELECT id FROM telephony_logs ORDER BY at DESC, id DESC LIMIT -1 OFFSET ?)",
+        )
+        .bind(i64::try_from(max_rows).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(old + over)
+    }
+
     async fn list_telephony_logs(
         &self,
         f: &TelephonyLogFilter,

@@ -162,3 +162,102 @@ async fn provider_urls_carry_the_keys_on_the_public_url() {
 async fn spawn_app_public() -> crate::helpers::TestApp {
     crate::helpers::spawn_app_with(|s| s.server.public_url = "https://gw.example.com/".into()).await
 }
+
+#[tokio::test]
+async fn a_user_in_the_north_team_sees_only_north_and_a_user_in_no_team_sees_the_default() {
+    let app = spawn_app().await;
+    let default = app.create_connector(json!({"name": "Default"})).await;
+    let north = app.create_connector(json!({"name": "North"})).await;
+    let team = app
+        .admin_post("/api/v1/teams", json!({"name": "North team"}))
+        .await;
+    app.admin(
+        Method::PUT,
+        &format!("/api/v1/connectors/{}/teams", north.id),
+        Some(json!({"team_ids": [team["id"]]})),
+    )
+    .await;
+    let n = app.admin_post("/api/v1/users", json!({"name": "N", "email": "n@example.com", "phone_numbers": ["101"], "team_ids": [team["id"]]})).await;
+    let (_, nobody) = app.agent("x@example.com", &["102"]).await;
+    let north_token = app
+        .admin_post(
+            &format!("/api/v1/users/{}/tokens", n["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let mine = |token: String| {
+        let app = &app;
+        async move {
+            let v: Value = app
+                .client
+                .get(app.url("/api/v1/me/connectors"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    assert_eq!(
+        mine(north_token["token"].as_str().unwrap().to_owned()).await,
+        ["North"]
+    );
+    assert_eq!(mine(nobody).await, ["Default"]);
+    // a popup through the default connector does not reach the north agent
+    let (status, out) = app
+        .post_popup(&default, r#"{"SourceNumber":"8611795988","DestinationNumber":"101","Direction":"Inbound","CallSessionId":"c1"}"#)
+        .await;
+    assert_eq!(
+        (status, out["ExceptionType"].as_str().unwrap()),
+        (422, "AgentNotFound")
+    );
+}
+
+#[tokio::test]
+async fn telephony_logs_filter_paginate_and_are_pruned_by_count() {
+    let app = crate::helpers::spawn_app_with(|s| s.telephony_log.max_rows = 3).await;
+    let c = app.connector().await;
+    for i in 0..5 {
+        app.post_popup(&c, &format!(r#"{{"CallSessionId":"s{i}"}}"#))
+            .await;
+    }
+    let all = app.telephony_logs("limit=500", 5).await;
+    assert!(all.iter().all(|r| !r.to_string().contains(&c.secret_key)));
+
+    let first = app
+        .admin_get("/api/v1/telephony-logs?limit=2&endpoint=agent_popup")
+        .await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let next = first["next_cursor"].as_str().unwrap();
+    let second = app
+        .admin_get(&format!(
+            "/api/v1/telephony-logs?limit=2&endpoint=agent_popup&cursor={next}"
+        ))
+        .await;
+    assert_eq!(second["items"][0]["call_session_id"], "s2");
+    assert_eq!(first["items"][0]["call_session_id"], "s4", "newest first");
+    let one = app
+        .admin_get("/api/v1/telephony-logs?call_session_id=s1")
+        .await;
+    assert_eq!(one["items"].as_array().unwrap().len(), 1);
+
+    let pruned = utc_gateway::service::tlog::prune(&app.state).await.unwrap();
+
+    assert_eq!(pruned, 2);
+    let kept: Vec<String> = app.admin_get("/api/v1/telephony-logs").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["call_session_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kept, ["s4", "s3", "s2"]);
+}
