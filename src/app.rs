@@ -171,9 +171,40 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::agent::router())
         .merge(routes::admin::router())
         .merge(routes::ops::router())
-        .fallback(|| async { ApiError::not_found("route") })
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), surface))
         .with_state(state)
+}
+
+/// An unknown route, in the surface's error shape.
+async fn not_found(uri: Uri) -> Response {
+    if is_provider_path(uri.path()) {
+        ProviderError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "InvalidRequest",
+            "No such provider API",
+        )
+        .into_response()
+    } else {
+        ApiError::not_found("route").into_response()
+    }
+}
+
+/// A known route called with another method, in the surface's error shape.
+async fn method_not_allowed(uri: Uri) -> Response {
+    let status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    if is_provider_path(uri.path()) {
+        ProviderError::new(status, "InvalidRequest", "This method is not allowed here")
+            .into_response()
+    } else {
+        ApiError::new(
+            status,
+            "method_not_allowed",
+            "this method is not allowed on this route",
+        )
+        .into_response()
+    }
 }
 
 fn rewrite_lgtc_path(mut req: Request) -> Request {

@@ -178,8 +178,16 @@ fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let Ok(ws) = ws else {
+        return ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "GET /ws must be a WebSocket upgrade",
+        )
+        .into_response();
+    };
     if state.shutdown.is_draining() || state.hub.count() >= state.settings.ws.max_sockets {
         return ApiError::unavailable().into_response();
     }

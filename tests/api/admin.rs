@@ -288,3 +288,41 @@ async fn metrics_are_prometheus_text_without_ids_or_keys() {
         assert!(!text.contains(secret), "metrics reveal {secret}");
     }
 }
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_surface_shape() {
+    let app = spawn_app().await;
+
+    let res = app
+        .client
+        .delete(app.url("/api/v1/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+
+    let res = app
+        .client
+        .get(app.url("/v2/Telephony.svc/ShowAgentPopup"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["Status"], "Error");
+
+    let res = app
+        .client
+        .get(app.url("/api/v1/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let res = app.client.get(app.url("/ws")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 426);
+}
