@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer as _;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 /// A built, bound, not yet serving node.
 pub struct App {
@@ -166,15 +168,60 @@ impl App {
 
 /// The whole router with its middleware.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(routes::provider::router())
-        .merge(routes::agent::router())
-        .merge(routes::admin::router())
-        .merge(routes::ops::router())
+    let (router, api) = documented_routes().split_for_parts();
+    if let Ok(json) = api.to_json() {
+        let _ = routes::ops::OPENAPI_JSON.set(json);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), surface))
         .with_state(state)
+}
+
+/// Every route, each registered with its OpenAPI operation, so the document covers
+/// exactly what is served.
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::provider::router())
+        .merge(routes::agent::router())
+        .merge(routes::admin::router())
+        .merge(routes::ops::router())
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "utc-gateway", description = "Universal Telephony Connector: provider, agent and admin APIs (see SPEC.md)"),
+    modifiers(&SecuritySchemes)
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |what: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(what))
+                    .build(),
+            )
+        };
+        components.add_security_scheme("admin_token", bearer("the admin token (auth.admin_token)"));
+        components.add_security_scheme("agent_token", bearer("an agent JWT"));
+        components.add_security_scheme(
+            "connector_keys",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-LSQ-AccessKey",
+                "the connector's access key, with its secret key in x-LSQ-SecretKey (or both as the accessKey and secretKey query parameters)",
+            ))),
+        );
+    }
 }
 
 /// An unknown route, in the surface's error shape.

@@ -342,3 +342,35 @@ where
         })
     }
 }
+
+/// The admin/agent error body, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// The error.
+    pub error: ApiErrorDetail,
+}
+
+/// `{"code","message","field"}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ApiErrorDetail {
+    /// snake_case code, e.g. `validation_failed`.
+    pub code: String,
+    /// Human text.
+    pub message: String,
+    /// snake_case JSON path of the offending field, e.g. `task.due_at`.
+    pub field: Option<String>,
+}
+
+/// The LGTC error envelope, for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProviderErrorBody {
+    /// Always `Error`.
+    pub status: String,
+    /// PascalCase code, e.g. `MandatoryFieldMissing`.
+    pub exception_type: String,
+    /// Human text.
+    pub exception_message: String,
+    /// The offending field as the connector's format spells it.
+    pub field: Option<String>,
+}

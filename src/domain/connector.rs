@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The wire format a connector speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectorKind {
     /// LeadSquared's Generic Telephony Connector format.
@@ -38,7 +38,7 @@ impl ConnectorKind {
 }
 
 /// Popup settings of a connector.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PopupSettings {
     /// When false, popup requests are validated and logged, and nothing else happens.
@@ -60,7 +60,7 @@ impl Default for PopupSettings {
 }
 
 /// How a body template is encoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BodyFormat {
     /// `application/json`; placeholders only inside string literals.
@@ -73,7 +73,7 @@ pub enum BodyFormat {
 }
 
 /// HTTP method of an outbound provider call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub enum HttpMethod {
     /// GET
     #[serde(rename = "GET")]
@@ -89,7 +89,7 @@ fn default_timeout_ms() -> u64 {
 }
 
 /// Click-to-call settings: how to ask the provider to place a call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClickToCallSettings {
     /// URL template.
@@ -115,7 +115,7 @@ pub struct ClickToCallSettings {
 }
 
 /// Where accepted dispositions are forwarded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardSettings {
     /// URL template.
@@ -138,7 +138,7 @@ pub struct ForwardSettings {
 }
 
 /// Whom a call is routed to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteMode {
     /// The lead's owner.
@@ -149,7 +149,7 @@ pub enum RouteMode {
 }
 
 /// Call-route settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CallRouteSettings {
     /// Lead or opportunity routing.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A follow-up that is on or off, and mandatory or not.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FollowUp {
     /// Offered in the form.
@@ -19,7 +19,7 @@ pub struct FollowUp {
 }
 
 /// The custom-activity follow-up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActivityFollowUp {
     /// Offered in the form.
@@ -31,7 +31,7 @@ pub struct ActivityFollowUp {
 }
 
 /// The lead-field-update follow-up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldUpdateFollowUp {
     /// Offered in the form.
@@ -43,7 +43,7 @@ pub struct FieldUpdateFollowUp {
 }
 
 /// A connector's disposition form.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DispositionSettings {
     /// The lead field the value is written to.
@@ -74,7 +74,7 @@ impl Default for DispositionSettings {
 }
 
 /// A task the agent asks for.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct TaskInput {
     /// What to do.
     #[serde(default)]
@@ -85,7 +85,7 @@ pub struct TaskInput {
 }
 
 /// A custom activity the agent records.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct CustomActivityInput {
     /// One of the form's types.
     #[serde(rename = "type", default)]

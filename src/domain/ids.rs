@@ -61,6 +61,12 @@ macro_rules! id_type {
             }
         }
 
+        super::string_schema!(
+            $name,
+            Some(utoipa::openapi::schema::SchemaFormat::Custom("uuid".into())),
+            "a lowercase hyphenated UUID"
+        );
+
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let raw = String::deserialize(d)?;

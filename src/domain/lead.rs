@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// A lead as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Lead {
     /// Its id.
     pub id: LeadId,
@@ -152,7 +152,9 @@ mod tests {
 }
 
 /// An opportunity's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OpportunityStatus {
     /// Being worked on.
@@ -186,7 +188,7 @@ impl OpportunityStatus {
 }
 
 /// An opportunity on a lead.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Opportunity {
     /// Its id.
     pub id: super::ids::OpportunityId,
@@ -205,7 +207,7 @@ pub struct Opportunity {
 }
 
 /// What kind of thing happened to a lead.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivityKind {
     /// A logged inbound call.
@@ -246,7 +248,7 @@ impl ActivityKind {
 }
 
 /// Something that happened to a lead.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Activity {
     /// Its id.
     pub id: super::ids::ActivityId,
@@ -275,6 +277,7 @@ pub struct Activity {
     /// Notes.
     pub notes: Option<String>,
     /// Everything else.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
     /// When it was recorded.
     pub created_at: Timestamp,

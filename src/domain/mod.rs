@@ -13,3 +13,22 @@ pub mod phone;
 pub mod template;
 pub mod time;
 pub mod user;
+
+/// Implements the OpenAPI schema of a type that serialises as a string.
+macro_rules! string_schema {
+    ($t:ty, $format:expr, $desc:expr) => {
+        impl utoipa::PartialSchema for $t {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+                let format: Option<SchemaFormat> = $format;
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(format)
+                    .description(Some($desc))
+                    .into()
+            }
+        }
+        impl utoipa::ToSchema for $t {}
+    };
+}
+pub(crate) use string_schema;

@@ -336,6 +336,18 @@ impl Serialize for AgentNumber {
     }
 }
 
+super::string_schema!(
+    PhoneNumber,
+    None,
+    "a phone number in E.164, e.g. +918611795988"
+);
+super::string_schema!(
+    AgentNumber,
+    None,
+    "a phone number in E.164, or an extension of 2 to 6 digits as given"
+);
+super::string_schema!(Country, None, "an ISO 3166 alpha-2 region, e.g. IN");
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------

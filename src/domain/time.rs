@@ -183,3 +183,11 @@ mod tests {
         assert!(Timestamp::parse_rfc3339("2017-07-07 18:26").is_err());
     }
 }
+
+super::string_schema!(
+    Timestamp,
+    Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+        utoipa::openapi::schema::KnownFormat::DateTime
+    )),
+    "RFC 3339 in UTC with Z"
+);

@@ -3,89 +3,82 @@
 //! numbers, activities and telephony logs.
 
 use crate::domain::ids::{ConnectorId, LeadId, OpportunityId, TeamId, UserId, VirtualNumberId};
+use crate::domain::lead::{Activity, Lead, Opportunity};
 use crate::domain::time::Timestamp;
+use crate::domain::user::{Team, User};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::routes::auth::{Admin, Caller};
+use crate::service::directory::ConnectorView;
 use crate::service::directory::{
     self as dir, ConnectorRequest, LeadRequest, OpportunityRequest, UserRequest,
     VirtualNumberRequest,
 };
 use crate::state::AppState;
 use crate::store::{
-    ActivityFilter, Cursor, LeadFilter, PageRequest, StoreError, TelephonyLogFilter,
+    ActivityFilter, Cursor, LeadFilter, Page, PageRequest, StoreError, TelephonyLogFilter,
+    TelephonyLogRow, VirtualNumber,
 };
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::Json;
 type ApiResult = Result<Response, ApiError>;
 
-/// Admin routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route(
-            "/api/v1/users/{id}",
-            get(get_user).patch(patch_user).delete(delete_user),
-        )
-        .route("/api/v1/users/{id}/tokens", post(create_token))
-        .route("/api/v1/teams", get(list_teams).post(create_team))
-        .route(
-            "/api/v1/teams/{id}",
-            get(get_team).patch(patch_team).delete(delete_team),
-        )
-        .route("/api/v1/leads", get(list_leads).post(create_lead))
-        .route(
-            "/api/v1/leads/{id}",
-            get(get_lead).patch(patch_lead).delete(delete_lead),
-        )
-        .route(
-            "/api/v1/opportunities",
-            get(list_opportunities).post(create_opportunity),
-        )
-        .route(
-            "/api/v1/opportunities/{id}",
-            get(get_opportunity)
-                .patch(patch_opportunity)
-                .delete(delete_opportunity),
-        )
-        .route(
-            "/api/v1/connectors",
-            get(list_connectors).post(create_connector),
-        )
-        .route(
-            "/api/v1/connectors/{id}",
-            get(get_connector)
-                .patch(patch_connector)
-                .delete(delete_connector),
-        )
-        .route("/api/v1/connectors/{id}/clone", post(clone_connector))
-        .route(
-            "/api/v1/connectors/{id}/default",
-            post(set_default_connector),
-        )
-        .route("/api/v1/connectors/{id}/rotate-keys", post(rotate_keys))
-        .route("/api/v1/connectors/{id}/urls", get(get_connector_urls))
-        .route(
-            "/api/v1/connectors/{id}/virtual-numbers",
-            get(list_virtual_numbers).post(add_virtual_number),
-        )
-        .route(
-            "/api/v1/connectors/{id}/virtual-numbers/{vn}",
-            patch(retag_virtual_number).delete(delete_virtual_number),
-        )
-        .route("/api/v1/connectors/{id}/teams", put(put_connector_teams))
-        .route("/api/v1/activities", get(list_activities))
-        .route("/api/v1/telephony-logs", get(list_telephony_logs))
+/// Admin routes, each documented in the OpenAPI document.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, patch_user, delete_user))
+        .routes(routes!(create_token))
+        .routes(routes!(list_teams, create_team))
+        .routes(routes!(get_team, patch_team, delete_team))
+        .routes(routes!(list_leads, create_lead))
+        .routes(routes!(get_lead, patch_lead, delete_lead))
+        .routes(routes!(list_opportunities, create_opportunity))
+        .routes(routes!(
+            get_opportunity,
+            patch_opportunity,
+            delete_opportunity
+        ))
+        .routes(routes!(list_connectors, create_connector))
+        .routes(routes!(get_connector, patch_connector, delete_connector))
+        .routes(routes!(clone_connector))
+        .routes(routes!(set_default_connector))
+        .routes(routes!(rotate_keys))
+        .routes(routes!(get_connector_urls))
+        .routes(routes!(list_virtual_numbers, add_virtual_number))
+        .routes(routes!(retag_virtual_number, delete_virtual_number))
+        .routes(routes!(put_connector_teams))
+        .routes(routes!(list_activities))
+        .routes(routes!(list_telephony_logs))
+}
+
+/// `POST /api/v1/users/{id}/tokens` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TokenAnswer {
+    /// The JWT.
+    token: String,
+    /// When it expires.
+    expires_at: Timestamp,
+}
+
+/// `PUT /api/v1/connectors/{id}/teams` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TeamsAnswer {
+    /// The connector.
+    connector_id: ConnectorId,
+    /// Its teams now.
+    team_ids: Vec<TeamId>,
 }
 
 /// `limit` and `cursor` of every list.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
     limit: Option<u32>,
     cursor: Option<String>,
@@ -152,6 +145,7 @@ fn since(raw: Option<&str>, field: &str) -> Result<Option<Timestamp>, ApiError> 
 // ---------------------------------------------------------------- users
 
 /// SPEC 9 — `GET /api/v1/users`.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageQuery), responses((status = 200, body = Page<User>, description = "users, newest first")), security(("admin_token" = [])))]
 async fn list_users(
     _: Admin,
     State(s): State<AppState>,
@@ -161,6 +155,7 @@ async fn list_users(
 }
 
 /// SPEC 9 — `POST /api/v1/users`.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = UserRequest, responses((status = 201, body = User, description = "the user"), (status = 409, body = crate::error::ApiErrorBody, description = "email or number in use"), (status = 422, body = crate::error::ApiErrorBody, description = "a field is invalid")), security(("admin_token" = [])))]
 async fn create_user(
     _: Admin,
     State(s): State<AppState>,
@@ -170,6 +165,7 @@ async fn create_user(
 }
 
 /// SPEC 9 — `GET /api/v1/users/{id}`.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "id")), responses((status = 200, body = User, description = "the user"), (status = 404, body = crate::error::ApiErrorBody, description = "no such user")), security(("admin_token" = [])))]
 async fn get_user(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     Ok(ok(found(
         s.store.get_user(id(&raw, UserId::parse, "user")?).await?,
@@ -178,6 +174,7 @@ async fn get_user(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) 
 }
 
 /// SPEC 9 — `PATCH /api/v1/users/{id}` (JSON Merge Patch).
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "id")), request_body = Object, responses((status = 200, body = User, description = "the user"), (status = 422, body = crate::error::ApiErrorBody, description = "a field is invalid")), security(("admin_token" = [])))]
 async fn patch_user(
     _: Admin,
     State(s): State<AppState>,
@@ -191,6 +188,7 @@ async fn patch_user(
 }
 
 /// SPEC 9 — `DELETE /api/v1/users/{id}`.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = String, Path, description = "id")), responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ApiErrorBody, description = "no such user")), security(("admin_token" = [])))]
 async fn delete_user(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     dir::delete_user(&s, id(&raw, UserId::parse, "user")?)
         .await
@@ -199,6 +197,7 @@ async fn delete_user(_: Admin, State(s): State<AppState>, Path(raw): Path<String
 }
 
 /// SPEC 9 — `POST /api/v1/users/{id}/tokens`.
+#[utoipa::path(post, path = "/api/v1/users/{id}/tokens", tag = "users", params(("id" = String, Path, description = "id")), responses((status = 201, body = TokenAnswer, description = "an agent token"), (status = 404, body = crate::error::ApiErrorBody, description = "no such user")), security(("admin_token" = [])))]
 async fn create_token(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     let user = found(
         s.store.get_user(id(&raw, UserId::parse, "user")?).await?,
@@ -208,7 +207,7 @@ async fn create_token(_: Admin, State(s): State<AppState>, Path(raw): Path<Strin
         tracing::error!(error = ?e, "token signing failed");
         ApiError::unavailable()
     })?;
-    Ok(created(json!({"token": token, "expires_at": expires_at})))
+    Ok(created(TokenAnswer { token, expires_at }))
 }
 
 fn not_found_as(e: dir::DirectoryError, what: &'static str) -> ApiError {
@@ -220,13 +219,14 @@ fn not_found_as(e: dir::DirectoryError, what: &'static str) -> ApiError {
 
 // ---------------------------------------------------------------- teams
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TeamRequest {
     name: String,
 }
 
 /// SPEC 9 — `GET /api/v1/teams`.
+#[utoipa::path(get, path = "/api/v1/teams", tag = "teams", params(PageQuery), responses((status = 200, body = Page<Team>, description = "teams")), security(("admin_token" = [])))]
 async fn list_teams(
     _: Admin,
     State(s): State<AppState>,
@@ -236,6 +236,7 @@ async fn list_teams(
 }
 
 /// SPEC 9 — `POST /api/v1/teams`.
+#[utoipa::path(post, path = "/api/v1/teams", tag = "teams", request_body = TeamRequest, responses((status = 201, body = Team, description = "the team"), (status = 422, body = crate::error::ApiErrorBody, description = "invalid name")), security(("admin_token" = [])))]
 async fn create_team(
     _: Admin,
     State(s): State<AppState>,
@@ -246,6 +247,7 @@ async fn create_team(
 }
 
 /// SPEC 9 — `GET /api/v1/teams/{id}`.
+#[utoipa::path(get, path = "/api/v1/teams/{id}", tag = "teams", params(("id" = String, Path, description = "id")), responses((status = 200, body = Team, description = "the team"), (status = 404, body = crate::error::ApiErrorBody, description = "no such team")), security(("admin_token" = [])))]
 async fn get_team(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     Ok(ok(found(
         s.store.get_team(id(&raw, TeamId::parse, "team")?).await?,
@@ -254,6 +256,7 @@ async fn get_team(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) 
 }
 
 /// SPEC 9 — `PATCH /api/v1/teams/{id}`.
+#[utoipa::path(patch, path = "/api/v1/teams/{id}", tag = "teams", params(("id" = String, Path, description = "id")), request_body = TeamRequest, responses((status = 200, body = Team, description = "the team"), (status = 404, body = crate::error::ApiErrorBody, description = "no such team")), security(("admin_token" = [])))]
 async fn patch_team(
     _: Admin,
     State(s): State<AppState>,
@@ -269,6 +272,7 @@ async fn patch_team(
 }
 
 /// SPEC 9 — `DELETE /api/v1/teams/{id}`.
+#[utoipa::path(delete, path = "/api/v1/teams/{id}", tag = "teams", params(("id" = String, Path, description = "id")), responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ApiErrorBody, description = "no such team")), security(("admin_token" = [])))]
 async fn delete_team(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     s.store
         .delete_team(id(&raw, TeamId::parse, "team")?)
@@ -279,7 +283,8 @@ async fn delete_team(_: Admin, State(s): State<AppState>, Path(raw): Path<String
 
 // ---------------------------------------------------------------- leads
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LeadQuery {
     phone: Option<String>,
     q: Option<String>,
@@ -288,6 +293,7 @@ struct LeadQuery {
 }
 
 /// SPEC 6 — `GET /api/v1/leads?phone=` (admin) and `?q=` (admin or agent; at most 20).
+#[utoipa::path(get, path = "/api/v1/leads", tag = "leads", params(LeadQuery), responses((status = 200, body = Page<Lead>, description = "leads"), (status = 422, body = crate::error::ApiErrorBody, description = "invalid phone")), security(("admin_token" = []), ("agent_token" = [])))]
 async fn list_leads(
     caller: Caller,
     State(s): State<AppState>,
@@ -317,6 +323,7 @@ async fn list_leads(
 }
 
 /// SPEC 9 — `POST /api/v1/leads`.
+#[utoipa::path(post, path = "/api/v1/leads", tag = "leads", request_body = LeadRequest, responses((status = 201, body = Lead, description = "the lead"), (status = 409, body = crate::error::ApiErrorBody, description = "external_id in use"), (status = 422, body = crate::error::ApiErrorBody, description = "a field is invalid")), security(("admin_token" = [])))]
 async fn create_lead(
     _: Admin,
     State(s): State<AppState>,
@@ -326,6 +333,7 @@ async fn create_lead(
 }
 
 /// SPEC 9 — `GET /api/v1/leads/{id}`.
+#[utoipa::path(get, path = "/api/v1/leads/{id}", tag = "leads", params(("id" = String, Path, description = "id")), responses((status = 200, body = Lead, description = "the lead"), (status = 404, body = crate::error::ApiErrorBody, description = "no such lead")), security(("admin_token" = []), ("agent_token" = [])))]
 async fn get_lead(_: Caller, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     Ok(ok(found(
         s.store.get_lead(id(&raw, LeadId::parse, "lead")?).await?,
@@ -334,6 +342,7 @@ async fn get_lead(_: Caller, State(s): State<AppState>, Path(raw): Path<String>)
 }
 
 /// SPEC 9 — `PATCH /api/v1/leads/{id}` (JSON Merge Patch).
+#[utoipa::path(patch, path = "/api/v1/leads/{id}", tag = "leads", params(("id" = String, Path, description = "id")), request_body = Object, responses((status = 200, body = Lead, description = "the lead"), (status = 422, body = crate::error::ApiErrorBody, description = "a field is invalid")), security(("admin_token" = [])))]
 async fn patch_lead(
     _: Admin,
     State(s): State<AppState>,
@@ -347,6 +356,7 @@ async fn patch_lead(
 }
 
 /// SPEC 9 — `DELETE /api/v1/leads/{id}`.
+#[utoipa::path(delete, path = "/api/v1/leads/{id}", tag = "leads", params(("id" = String, Path, description = "id")), responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ApiErrorBody, description = "no such lead")), security(("admin_token" = [])))]
 async fn delete_lead(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     s.store
         .delete_lead(id(&raw, LeadId::parse, "lead")?)
@@ -357,7 +367,8 @@ async fn delete_lead(_: Admin, State(s): State<AppState>, Path(raw): Path<String
 
 // ---------------------------------------------------------------- opportunities
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct OpportunityQuery {
     lead_id: Option<String>,
     limit: Option<u32>,
@@ -365,6 +376,7 @@ struct OpportunityQuery {
 }
 
 /// SPEC 9 — `GET /api/v1/opportunities[?lead_id=]`.
+#[utoipa::path(get, path = "/api/v1/opportunities", tag = "opportunities", params(OpportunityQuery), responses((status = 200, body = Page<Opportunity>, description = "opportunities")), security(("admin_token" = [])))]
 async fn list_opportunities(
     _: Admin,
     State(s): State<AppState>,
@@ -386,6 +398,7 @@ async fn list_opportunities(
 }
 
 /// SPEC 9 — `POST /api/v1/opportunities`.
+#[utoipa::path(post, path = "/api/v1/opportunities", tag = "opportunities", request_body = OpportunityRequest, responses((status = 201, body = Opportunity, description = "the opportunity"), (status = 422, body = crate::error::ApiErrorBody, description = "a field is invalid")), security(("admin_token" = [])))]
 async fn create_opportunity(
     _: Admin,
     State(s): State<AppState>,
@@ -395,6 +408,7 @@ async fn create_opportunity(
 }
 
 /// SPEC 9 — `GET /api/v1/opportunities/{id}`.
+#[utoipa::path(get, path = "/api/v1/opportunities/{id}", tag = "opportunities", params(("id" = String, Path, description = "id")), responses((status = 200, body = Opportunity, description = "the opportunity"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn get_opportunity(
     _: Admin,
     State(s): State<AppState>,
@@ -409,6 +423,7 @@ async fn get_opportunity(
 }
 
 /// SPEC 9 — `PATCH /api/v1/opportunities/{id}`.
+#[utoipa::path(patch, path = "/api/v1/opportunities/{id}", tag = "opportunities", params(("id" = String, Path, description = "id")), request_body = Object, responses((status = 200, body = Opportunity, description = "the opportunity"), (status = 422, body = crate::error::ApiErrorBody, description = "a field is invalid")), security(("admin_token" = [])))]
 async fn patch_opportunity(
     _: Admin,
     State(s): State<AppState>,
@@ -422,6 +437,7 @@ async fn patch_opportunity(
 }
 
 /// SPEC 9 — `DELETE /api/v1/opportunities/{id}`.
+#[utoipa::path(delete, path = "/api/v1/opportunities/{id}", tag = "opportunities", params(("id" = String, Path, description = "id")), responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn delete_opportunity(
     _: Admin,
     State(s): State<AppState>,
@@ -437,21 +453,26 @@ async fn delete_opportunity(
 // ---------------------------------------------------------------- connectors
 
 /// SPEC 9 — `GET /api/v1/connectors`.
+#[utoipa::path(get, path = "/api/v1/connectors", tag = "connectors", params(PageQuery), responses((status = 200, body = Page<ConnectorView>, description = "connectors (access keys only)")), security(("admin_token" = [])))]
 async fn list_connectors(
     _: Admin,
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult {
     let page = s.store.list_connectors(&q.page()?).await?;
-    let items: Vec<Value> = page
+    let items: Vec<ConnectorView> = page
         .items
         .iter()
         .map(|c| dir::connector_json(c, false))
         .collect();
-    Ok(ok(json!({"items": items, "next_cursor": page.next_cursor})))
+    Ok(ok(Page {
+        items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// SPEC 9 — `POST /api/v1/connectors` (the answer carries both keys).
+#[utoipa::path(post, path = "/api/v1/connectors", tag = "connectors", request_body = ConnectorRequest, responses((status = 201, body = ConnectorView, description = "the connector with both keys"), (status = 422, body = crate::error::ApiErrorBody, description = "a setting is invalid")), security(("admin_token" = [])))]
 async fn create_connector(
     _: Admin,
     State(s): State<AppState>,
@@ -462,6 +483,7 @@ async fn create_connector(
 }
 
 /// SPEC 9 — `GET /api/v1/connectors/{id}` (access key only).
+#[utoipa::path(get, path = "/api/v1/connectors/{id}", tag = "connectors", params(("id" = String, Path, description = "id")), responses((status = 200, body = ConnectorView, description = "the connector (access key only)"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn get_connector(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     let c = found(
         s.store
@@ -473,6 +495,7 @@ async fn get_connector(_: Admin, State(s): State<AppState>, Path(raw): Path<Stri
 }
 
 /// SPEC 9 — `PATCH /api/v1/connectors/{id}` (JSON Merge Patch; `kind` cannot change).
+#[utoipa::path(patch, path = "/api/v1/connectors/{id}", tag = "connectors", params(("id" = String, Path, description = "id")), request_body = Object, responses((status = 200, body = ConnectorView, description = "the connector"), (status = 422, body = crate::error::ApiErrorBody, description = "a setting is invalid")), security(("admin_token" = [])))]
 async fn patch_connector(
     _: Admin,
     State(s): State<AppState>,
@@ -487,6 +510,7 @@ async fn patch_connector(
 }
 
 /// SPEC 9 — `DELETE /api/v1/connectors/{id}`.
+#[utoipa::path(delete, path = "/api/v1/connectors/{id}", tag = "connectors", params(("id" = String, Path, description = "id")), responses((status = 204, description = "deleted"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn delete_connector(
     _: Admin,
     State(s): State<AppState>,
@@ -499,7 +523,7 @@ async fn delete_connector(
     Ok(no_content())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CloneRequest {
     #[serde(default)]
@@ -508,6 +532,7 @@ struct CloneRequest {
 
 /// SPEC 9 — `POST /api/v1/connectors/{id}/clone` (201; new keys, same settings and teams;
 /// an optional `{"name"}` body renames the clone).
+#[utoipa::path(post, path = "/api/v1/connectors/{id}/clone", tag = "connectors", params(("id" = String, Path, description = "id")), request_body = CloneRequest, responses((status = 201, body = ConnectorView, description = "the clone with its keys"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn clone_connector(
     _: Admin,
     State(s): State<AppState>,
@@ -534,6 +559,7 @@ async fn clone_connector(
 }
 
 /// SPEC 9 — `POST /api/v1/connectors/{id}/default`.
+#[utoipa::path(post, path = "/api/v1/connectors/{id}/default", tag = "connectors", params(("id" = String, Path, description = "id")), responses((status = 200, body = ConnectorView, description = "the new default"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn set_default_connector(
     _: Admin,
     State(s): State<AppState>,
@@ -548,6 +574,7 @@ async fn set_default_connector(
 }
 
 /// SPEC 9 — `POST /api/v1/connectors/{id}/rotate-keys` (the answer carries both new keys).
+#[utoipa::path(post, path = "/api/v1/connectors/{id}/rotate-keys", tag = "connectors", params(("id" = String, Path, description = "id")), responses((status = 200, body = ConnectorView, description = "the connector with its new keys"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn rotate_keys(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
     let c = dir::rotate_keys(&s, id(&raw, ConnectorId::parse, "connector")?)
         .await
@@ -556,6 +583,7 @@ async fn rotate_keys(_: Admin, State(s): State<AppState>, Path(raw): Path<String
 }
 
 /// SPEC 9 — `GET /api/v1/connectors/{id}/urls`.
+#[utoipa::path(get, path = "/api/v1/connectors/{id}/urls", tag = "connectors", params(("id" = String, Path, description = "id")), responses((status = 200, body = crate::service::directory::ConnectorUrls, description = "provider-facing URLs"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn get_connector_urls(
     _: Admin,
     State(s): State<AppState>,
@@ -571,6 +599,7 @@ async fn get_connector_urls(
 }
 
 /// SPEC 9 — `GET /api/v1/connectors/{id}/virtual-numbers`.
+#[utoipa::path(get, path = "/api/v1/connectors/{id}/virtual-numbers", tag = "virtual numbers", params(("id" = String, Path, description = "id")), responses((status = 200, body = Page<VirtualNumber>, description = "the numbers, oldest first"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn list_virtual_numbers(
     _: Admin,
     State(s): State<AppState>,
@@ -584,6 +613,7 @@ async fn list_virtual_numbers(
 }
 
 /// SPEC 9 — `POST /api/v1/connectors/{id}/virtual-numbers`.
+#[utoipa::path(post, path = "/api/v1/connectors/{id}/virtual-numbers", tag = "virtual numbers", params(("id" = String, Path, description = "id")), request_body = VirtualNumberRequest, responses((status = 201, body = VirtualNumber, description = "the number"), (status = 409, body = crate::error::ApiErrorBody, description = "number_in_use"), (status = 422, body = crate::error::ApiErrorBody, description = "invalid number")), security(("admin_token" = [])))]
 async fn add_virtual_number(
     _: Admin,
     State(s): State<AppState>,
@@ -598,13 +628,14 @@ async fn add_virtual_number(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RetagRequest {
     tag: Option<String>,
 }
 
 /// SPEC 9 — `PATCH /api/v1/connectors/{id}/virtual-numbers/{vn_id}`.
+#[utoipa::path(patch, path = "/api/v1/connectors/{id}/virtual-numbers/{vn}", tag = "virtual numbers", params(("id" = String, Path, description = "id"), ("vn" = String, Path, description = "virtual number id")), request_body = RetagRequest, responses((status = 200, body = VirtualNumber, description = "the number"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn retag_virtual_number(
     _: Admin,
     State(s): State<AppState>,
@@ -625,6 +656,7 @@ async fn retag_virtual_number(
 }
 
 /// SPEC 9 — `DELETE /api/v1/connectors/{id}/virtual-numbers/{vn_id}`.
+#[utoipa::path(delete, path = "/api/v1/connectors/{id}/virtual-numbers/{vn}", tag = "virtual numbers", params(("id" = String, Path, description = "id"), ("vn" = String, Path, description = "virtual number id")), responses((status = 204, description = "removed"), (status = 404, body = crate::error::ApiErrorBody, description = "not found")), security(("admin_token" = [])))]
 async fn delete_virtual_number(
     _: Admin,
     State(s): State<AppState>,
@@ -639,13 +671,14 @@ async fn delete_virtual_number(
     Ok(no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TeamsRequest {
     team_ids: Vec<TeamId>,
 }
 
 /// SPEC 9 — `PUT /api/v1/connectors/{id}/teams`.
+#[utoipa::path(put, path = "/api/v1/connectors/{id}/teams", tag = "connectors", params(("id" = String, Path, description = "id")), request_body = TeamsRequest, responses((status = 200, body = TeamsAnswer, description = "the assignment"), (status = 404, body = crate::error::ApiErrorBody, description = "not found"), (status = 422, body = crate::error::ApiErrorBody, description = "unknown team")), security(("admin_token" = [])))]
 async fn put_connector_teams(
     _: Admin,
     State(s): State<AppState>,
@@ -657,12 +690,16 @@ async fn put_connector_teams(
         .set_connector_teams(cid, &req.team_ids)
         .await
         .map_err(store_404("connector"))?;
-    Ok(ok(json!({"connector_id": cid, "team_ids": req.team_ids})))
+    Ok(ok(TeamsAnswer {
+        connector_id: cid,
+        team_ids: req.team_ids,
+    }))
 }
 
 // ---------------------------------------------------------------- activities and logs
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ActivityQuery {
     lead_id: Option<String>,
     opportunity_id: Option<String>,
@@ -672,6 +709,7 @@ struct ActivityQuery {
 }
 
 /// SPEC 6 — `GET /api/v1/activities?lead_id=&opportunity_id=&since=` (admin or agent).
+#[utoipa::path(get, path = "/api/v1/activities", tag = "activities", params(ActivityQuery), responses((status = 200, body = Page<Activity>, description = "activities, newest first")), security(("admin_token" = []), ("agent_token" = [])))]
 async fn list_activities(
     _: Caller,
     State(s): State<AppState>,
@@ -706,7 +744,8 @@ async fn list_activities(
     Ok(ok(s.store.list_activities(&filter, &page).await?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
     connector_id: Option<String>,
     endpoint: Option<String>,
@@ -719,6 +758,7 @@ struct LogQuery {
 }
 
 /// SPEC 6 — `GET /api/v1/telephony-logs`.
+#[utoipa::path(get, path = "/api/v1/telephony-logs", tag = "telephony logs", params(LogQuery), responses((status = 200, body = Page<TelephonyLogRow>, description = "rows, newest first")), security(("admin_token" = [])))]
 async fn list_telephony_logs(
     _: Admin,
     State(s): State<AppState>,

@@ -13,45 +13,52 @@ use crate::routes::auth::Agent;
 use crate::service::agent::{AgentAuthError, authenticate};
 use crate::service::{agent as agent_service, disposition, popup};
 use crate::state::AppState;
-use axum::Router;
+use crate::store::Page;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Agent routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ws", get(upgrade))
-        .route("/api/v1/me", get(get_me))
-        .route("/api/v1/me/connectors", get(get_my_connectors))
-        .route("/api/v1/me/activities", get(get_my_activities))
-        .route("/api/v1/dispositions", post(post_disposition))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upgrade))
+        .routes(routes!(get_me))
+        .routes(routes!(get_my_connectors))
+        .routes(routes!(get_my_activities))
+        .routes(routes!(post_disposition))
 }
 
 /// SPEC 6 — `GET /api/v1/me`.
+#[utoipa::path(get, path = "/api/v1/me", tag = "agent", responses((status = 200, body = User, description = "the agent"), (status = 401, body = crate::error::ApiErrorBody, description = "bad token"), (status = 403, body = crate::error::ApiErrorBody, description = "user_inactive")), security(("agent_token" = [])))]
 async fn get_me(Agent(user): Agent) -> axum::Json<User> {
     axum::Json(user)
 }
 
 /// SPEC 6 — `GET /api/v1/me/connectors`.
+#[utoipa::path(get, path = "/api/v1/me/connectors", tag = "agent", responses((status = 200, body = Page<crate::service::agent::AgentConnector>, description = "the connectors the agent sees")), security(("agent_token" = [])))]
 async fn get_my_connectors(
     State(state): State<AppState>,
     Agent(user): Agent,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Page<agent_service::AgentConnector>>, ApiError> {
     let items = agent_service::my_connectors(&state, &user).await?;
-    Ok(axum::Json(json!({"items": items, "next_cursor": null})))
+    Ok(axum::Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct MyActivitiesQuery {
     since: Option<String>,
     limit: Option<u32>,
@@ -59,6 +66,7 @@ struct MyActivitiesQuery {
 }
 
 /// SPEC 6 — `GET /api/v1/me/activities?since=` (the agent's own, newest first).
+#[utoipa::path(get, path = "/api/v1/me/activities", tag = "agent", params(MyActivitiesQuery), responses((status = 200, body = Page<crate::domain::lead::Activity>, description = "the agent's activities")), security(("agent_token" = [])))]
 async fn get_my_activities(
     State(state): State<AppState>,
     Agent(user): Agent,
@@ -100,7 +108,7 @@ async fn get_my_activities(
 }
 
 /// A disposition as the socket's `dispose` frame or `POST /api/v1/dispositions` carries it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct DisposeRequest {
     popup_id: PopupId,
     #[serde(default)]
@@ -133,7 +141,15 @@ impl DisposeRequest {
     }
 }
 
+/// The answer to an accepted disposition.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DisposeAnswer {
+    /// The `disposition` activity.
+    activity_id: crate::domain::ids::ActivityId,
+}
+
 /// SPEC 4 — `POST /api/v1/dispositions`.
+#[utoipa::path(post, path = "/api/v1/dispositions", tag = "agent", request_body = DisposeRequest, responses((status = 200, body = DisposeAnswer, description = "accepted"), (status = 404, body = crate::error::ApiErrorBody, description = "no such popup"), (status = 409, body = crate::error::ApiErrorBody, description = "already_disposed"), (status = 422, body = crate::error::ApiErrorBody, description = "a field is invalid")), security(("agent_token" = [])))]
 async fn post_disposition(
     State(state): State<AppState>,
     Agent(user): Agent,
@@ -141,11 +157,7 @@ async fn post_disposition(
 ) -> Result<Response, ApiError> {
     let (popup_id, input) = req.into_parts();
     let activity_id = disposition::dispose(&state, &user, popup_id, input).await?;
-    Ok((
-        StatusCode::OK,
-        axum::Json(json!({"activity_id": activity_id})),
-    )
-        .into_response())
+    Ok((StatusCode::OK, axum::Json(DisposeAnswer { activity_id })).into_response())
 }
 
 fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
@@ -175,6 +187,7 @@ fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 /// SPEC 3 — `GET /ws`.
+#[utoipa::path(get, path = "/ws", tag = "agent", responses((status = 101, description = "switching to the agent WebSocket (SPEC 3)"), (status = 403, body = crate::error::ApiErrorBody, description = "origin not allowed"), (status = 426, body = crate::error::ApiErrorBody, description = "not an upgrade"), (status = 503, body = crate::error::ApiErrorBody, description = "draining or full")))]
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -364,5 +377,5 @@ async fn dispose_frame(state: &AppState, user: &User, frame: Value) -> Result<Va
     let req: DisposeRequest = crate::error::parse_value(frame)?;
     let (popup_id, input) = req.into_parts();
     let activity_id = disposition::dispose(state, user, popup_id, input).await?;
-    Ok(json!({"activity_id": activity_id}))
+    Ok(serde_json::to_value(DisposeAnswer { activity_id }).unwrap_or_default())
 }

@@ -11,14 +11,14 @@ use crate::service::popup::{self, PopupError};
 use crate::service::{call_log, route};
 use crate::state::AppState;
 use crate::store::TelephonyLogRow;
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use secrecy::ExposeSecret as _;
 use serde_json::{Map, Value, json};
 use std::time::Instant;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Canonical spellings of the case-insensitive LGTC paths.
 pub const LGTC_PATHS: &[&str] = &[
@@ -35,16 +35,177 @@ pub fn canonical_path(path: &str) -> Option<&'static str> {
 }
 
 /// Provider routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/Telephony.svc/ShowAgentPopup", post(show_agent_popup))
-        .route("/api/v1/telephony/agent-popup", post(show_agent_popup))
-        .route("/v2/Telephony.svc/LogCall", post(log_call))
-        .route(
-            "/api/v1/telephony/call-route",
-            axum::routing::get(call_route),
-        )
-        .route("/api/v1/telephony/call-log", post(log_call))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show_agent_popup))
+        .routes(routes!(show_agent_popup_alias))
+        .routes(routes!(log_call))
+        .routes(routes!(log_call_alias))
+        .routes(routes!(call_route))
+}
+
+/// The generic agent-popup body (SPEC 2.1; names match case-insensitively; Super
+/// Receptionist V2 connectors also accept `caller_id`, `agent_number`, `destination`,
+/// `dispnumber`, `callid`, `call_type`, as JSON or form fields).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "PascalCase")]
+struct AgentPopupBody {
+    /// The caller (inbound) or the agent (outbound).
+    source_number: Option<String>,
+    /// The agent (inbound) or the customer (outbound).
+    destination_number: Option<String>,
+    /// The virtual number the call came through.
+    display_number: Option<String>,
+    /// `Inbound` or `Outbound`.
+    direction: String,
+    /// The provider's id of the call.
+    call_session_id: String,
+    /// A known lead (wins over the number).
+    lead_id: Option<String>,
+    /// A known agent (wins over the agent-side number).
+    user_id: Option<String>,
+    /// Origin of a new lead when the virtual number has no tag.
+    tag: Option<String>,
+    /// The opportunity the call is about.
+    opportunity_id: Option<String>,
+    /// Source of a new lead.
+    caller_source: Option<String>,
+    /// First name of a new lead.
+    caller_name: Option<String>,
+}
+
+/// The generic call-log body (SPEC 2.2): the popup fields plus these. Super Receptionist
+/// V2 connectors also accept `start_time`, `end_time`, `call_duration`, `resource_url`.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "PascalCase")]
+struct CallLogBody {
+    /// The popup's fields.
+    #[schema(inline)]
+    call: AgentPopupBody,
+    /// `YYYY-MM-DD HH:MM:SS` in the connector's time zone, or with an offset.
+    start_time: String,
+    /// Not before `StartTime`.
+    end_time: String,
+    /// Talk time in seconds (a number or a string of digits).
+    call_duration: i64,
+    /// `Answered`, `Missed`/`NotAnswered`/`No Answer`, `Voicemail`, `Busy`, `Declined`, `Cancelled`.
+    status: String,
+    /// Notes.
+    call_notes: Option<String>,
+    /// The recording.
+    #[schema(rename = "ResourceURL")]
+    resource_url: Option<String>,
+    /// Kept in the activity's data, as are any unknown fields.
+    caller_city: Option<String>,
+    /// Kept in the activity's data.
+    caller_state: Option<String>,
+    /// Kept in the activity's data.
+    caller_country: Option<String>,
+    /// Kept in the activity's data.
+    caller_zip_code: Option<String>,
+    /// Kept in the activity's data.
+    agent_name: Option<String>,
+}
+
+/// `Message` of an accepted popup.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "PascalCase")]
+struct PopupMessage {
+    /// The popup (null when popups are disabled).
+    id: Option<String>,
+    /// Its lead.
+    lead_id: Option<String>,
+    /// Sockets it was sent to.
+    delivered: u32,
+    /// Waiting for the agent to connect.
+    queued: bool,
+    /// `Message broadcasted successfully`, `Queued for agent`, `Agent popup disabled`.
+    message: String,
+}
+
+/// The LGTC success envelope of a popup.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "PascalCase")]
+struct PopupEnvelope {
+    /// `Success`.
+    status: String,
+    /// The answer.
+    message: PopupMessage,
+}
+
+/// `Message` of an accepted call log.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "PascalCase")]
+struct CallLogMessage {
+    /// The activity.
+    id: String,
+    /// Its lead.
+    lead_id: String,
+    /// Whether the lead was created for this log.
+    lead_created: bool,
+    /// Whether the activity already existed.
+    duplicate: bool,
+    /// `Call logged successfully` or `Call log updated`.
+    message: String,
+}
+
+/// The LGTC success envelope of a call log.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "PascalCase")]
+struct CallLogEnvelope {
+    /// `Success`.
+    status: String,
+    /// The answer.
+    message: CallLogMessage,
+}
+
+/// The call-route answer (top-level, SPEC 2.3).
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "PascalCase")]
+struct CallRouteAnswer {
+    /// `Success`.
+    status: String,
+    /// Whether an owner was found.
+    #[schema(rename = "Match")]
+    is_match: bool,
+    /// The lead.
+    lead_id: Option<String>,
+    /// The owner.
+    owner_id: Option<String>,
+    /// The owner's name.
+    owner_name: Option<String>,
+    /// The owner's email.
+    owner_email: Option<String>,
+    /// The owner's first number.
+    owner_number: Option<String>,
+    /// The owner's provider agent id for this connector.
+    telephony_agent_id: Option<String>,
+    /// Whether the owner has an open socket.
+    online: Option<bool>,
+    /// Without a match: `NoLead`, `NoOwner`, `OwnerInactive`, `OwnerNotInConnectorTeams`.
+    reason: Option<String>,
+}
+
+/// Call-route query parameters (names match case-insensitively).
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RouteQuery {
+    /// The caller's number, any format.
+    caller_id: String,
+    /// One of the connector's virtual numbers.
+    virtual_number: Option<String>,
+    /// `lead` or `opportunity` (default: the connector's mode).
+    route: Option<String>,
+    /// `json` (default) or `text`.
+    format: Option<String>,
 }
 
 /// A request that passed authentication, with its body read.
@@ -324,7 +485,14 @@ fn popup_error(e: PopupError) -> ProviderError {
     }
 }
 
-/// SPEC 2.1 — `POST /v2/Telephony.svc/ShowAgentPopup` and `/api/v1/telephony/agent-popup`.
+/// SPEC 2.1 — `POST /api/v1/telephony/agent-popup` (alias).
+#[utoipa::path(post, path = "/api/v1/telephony/agent-popup", tag = "provider", request_body = AgentPopupBody, responses((status = 200, body = PopupEnvelope, description = "the popup"), (status = 401, body = crate::error::ProviderErrorBody, description = "bad keys"), (status = 422, body = crate::error::ProviderErrorBody, description = "a field is missing or invalid")), security(("connector_keys" = [])))]
+async fn show_agent_popup_alias(state: State<AppState>, req: Request) -> Response {
+    show_agent_popup(state, req).await
+}
+
+/// SPEC 2.1 — `POST /v2/Telephony.svc/ShowAgentPopup`.
+#[utoipa::path(post, path = "/v2/Telephony.svc/ShowAgentPopup", tag = "provider", request_body = AgentPopupBody, responses((status = 200, body = PopupEnvelope, description = "the popup"), (status = 401, body = crate::error::ProviderErrorBody, description = "bad keys"), (status = 404, body = crate::error::ProviderErrorBody, description = "unknown UserId/LeadId/OpportunityId"), (status = 422, body = crate::error::ProviderErrorBody, description = "a field is missing or invalid"), (status = 429, body = crate::error::ProviderErrorBody, description = "rate limited")), security(("connector_keys" = [])))]
 async fn show_agent_popup(State(state): State<AppState>, req: Request) -> Response {
     let (admitted, draft) = admit(&state, req).await;
     let result = async {
@@ -358,7 +526,14 @@ async fn show_agent_popup(State(state): State<AppState>, req: Request) -> Respon
     finish(&state, "agent_popup", draft, result)
 }
 
-/// SPEC 2.2 — `POST /v2/Telephony.svc/LogCall` and `/api/v1/telephony/call-log`.
+/// SPEC 2.2 — `POST /api/v1/telephony/call-log` (alias).
+#[utoipa::path(post, path = "/api/v1/telephony/call-log", tag = "provider", request_body = CallLogBody, responses((status = 200, body = CallLogEnvelope, description = "the activity"), (status = 401, body = crate::error::ProviderErrorBody, description = "bad keys"), (status = 422, body = crate::error::ProviderErrorBody, description = "a field is missing or invalid")), security(("connector_keys" = [])))]
+async fn log_call_alias(state: State<AppState>, req: Request) -> Response {
+    log_call(state, req).await
+}
+
+/// SPEC 2.2 — `POST /v2/Telephony.svc/LogCall`.
+#[utoipa::path(post, path = "/v2/Telephony.svc/LogCall", tag = "provider", request_body = CallLogBody, responses((status = 200, body = CallLogEnvelope, description = "the activity"), (status = 401, body = crate::error::ProviderErrorBody, description = "bad keys"), (status = 404, body = crate::error::ProviderErrorBody, description = "unknown UserId/LeadId/OpportunityId"), (status = 422, body = crate::error::ProviderErrorBody, description = "a field is missing or invalid"), (status = 429, body = crate::error::ProviderErrorBody, description = "rate limited")), security(("connector_keys" = [])))]
 async fn log_call(State(state): State<AppState>, req: Request) -> Response {
     let (admitted, draft) = admit(&state, req).await;
     let result = async {
@@ -390,6 +565,7 @@ async fn log_call(State(state): State<AppState>, req: Request) -> Response {
 
 /// SPEC 2.3 — `GET /api/v1/telephony/call-route`: top-level JSON (LGTC routing clients
 /// read `TelephonyAgentId` there) or `text/plain`; errors are the envelope.
+#[utoipa::path(get, path = "/api/v1/telephony/call-route", tag = "provider", params(RouteQuery), responses((status = 200, body = CallRouteAnswer, description = "the owner, or Match false (JSON); the owner number (text)"), (status = 204, description = "no match (text)"), (status = 401, body = crate::error::ProviderErrorBody, description = "bad keys"), (status = 422, body = crate::error::ProviderErrorBody, description = "a parameter is invalid")), security(("connector_keys" = [])))]
 async fn call_route(State(state): State<AppState>, req: Request) -> Response {
     let (admitted, draft) = admit(&state, req).await;
     let result = async {

@@ -104,7 +104,7 @@ pub fn from_value<T: DeserializeOwned>(v: Value) -> Result<T, DirectoryError> {
 // ---------------------------------------------------------------- users
 
 /// `POST /api/v1/users` body.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
     /// Display name.
@@ -244,7 +244,7 @@ pub async fn delete_user(state: &AppState, id: UserId) -> Result<(), DirectoryEr
 // ---------------------------------------------------------------- leads
 
 /// `POST /api/v1/leads` body.
-#[derive(Deserialize, Serialize, Default)]
+#[derive(Deserialize, Serialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LeadRequest {
     /// First name.
@@ -388,7 +388,7 @@ pub fn search_number(
 // ---------------------------------------------------------------- opportunities
 
 /// `POST /api/v1/opportunities` body.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpportunityRequest {
     /// The lead.
@@ -452,7 +452,7 @@ pub async fn patch_opportunity(
 // ---------------------------------------------------------------- connectors
 
 /// `POST /api/v1/connectors` body.
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorRequest {
     /// Display name.
@@ -580,21 +580,39 @@ impl ConnectorRequest {
     }
 }
 
+/// A connector as the admin API shows it: its settings, id, keys and state.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConnectorView {
+    /// Its id.
+    pub id: ConnectorId,
+    /// Every setting.
+    #[serde(flatten)]
+    pub settings: ConnectorRequest,
+    /// The access key providers present.
+    pub access_key: String,
+    /// The secret key: only in the answers to create, clone and rotate-keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    /// Whether it is the default connector.
+    pub is_default: bool,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
 /// A connector as the admin API shows it; `secret_key` only when `with_secret`.
-pub fn connector_json(c: &Connector, with_secret: bool) -> Value {
+pub fn connector_json(c: &Connector, with_secret: bool) -> ConnectorView {
     use secrecy::ExposeSecret as _;
-    let mut v = serde_json::to_value(ConnectorRequest::of(c)).unwrap_or_default();
-    if let Some(m) = v.as_object_mut() {
-        m.insert("id".into(), json!(c.id));
-        m.insert("access_key".into(), json!(c.access_key));
-        if with_secret {
-            m.insert("secret_key".into(), json!(c.secret_key.expose_secret()));
-        }
-        m.insert("is_default".into(), json!(c.is_default));
-        m.insert("created_at".into(), json!(c.created_at));
-        m.insert("updated_at".into(), json!(c.updated_at));
+    ConnectorView {
+        id: c.id,
+        settings: ConnectorRequest::of(c),
+        access_key: c.access_key.clone(),
+        secret_key: with_secret.then(|| c.secret_key.expose_secret().to_owned()),
+        is_default: c.is_default,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
     }
-    v
 }
 
 /// Creates a connector with fresh keys.
@@ -665,34 +683,65 @@ pub async fn rotate_keys(state: &AppState, id: ConnectorId) -> Result<Connector,
         .await?)
 }
 
+/// The four provider-facing URLs of a connector.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProviderUrls {
+    /// Agent popup (`/v2/Telephony.svc/ShowAgentPopup`).
+    pub agent_popup: String,
+    /// Call log (`/v2/Telephony.svc/LogCall`).
+    pub call_log: String,
+    /// Call route.
+    pub call_route: String,
+    /// Single sign-on.
+    pub sso: String,
+}
+
+/// The key headers a provider sends.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyHeaders {
+    /// The access key.
+    #[serde(rename = "x-LSQ-AccessKey")]
+    pub access_key: String,
+    /// The secret key.
+    #[serde(rename = "x-LSQ-SecretKey")]
+    pub secret_key: String,
+}
+
+/// `GET /api/v1/connectors/{id}/urls`: ready to paste into a provider's console.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConnectorUrls {
+    /// Headers carrying the keys.
+    pub headers: KeyHeaders,
+    /// The URLs, keys to be sent as headers.
+    pub urls: ProviderUrls,
+    /// The URLs with the keys in the query string.
+    pub urls_with_keys: ProviderUrls,
+}
+
 /// The provider-facing URLs of a connector, ready to paste into a provider's console.
-pub fn connector_urls(state: &AppState, c: &Connector) -> Value {
+pub fn connector_urls(state: &AppState, c: &Connector) -> ConnectorUrls {
+    use crate::domain::template::percent_encode;
     use secrecy::ExposeSecret as _;
     let base = state.settings.server.public_url.trim_end_matches('/');
-    let paths = [
-        ("agent_popup", "/v2/Telephony.svc/ShowAgentPopup"),
-        ("call_log", "/v2/Telephony.svc/LogCall"),
-        ("call_route", "/api/v1/telephony/call-route"),
-        ("sso", "/api/v1/sso"),
-    ];
     let keys = format!(
-        "accessKey={}&secretKey={}",
-        crate::domain::template::percent_encode(&c.access_key),
-        crate::domain::template::percent_encode(c.secret_key.expose_secret())
+        "?accessKey={}&secretKey={}",
+        percent_encode(&c.access_key),
+        percent_encode(c.secret_key.expose_secret())
     );
-    let urls: serde_json::Map<String, Value> = paths
-        .iter()
-        .map(|(k, p)| ((*k).to_owned(), json!(format!("{base}{p}"))))
-        .collect();
-    let with_keys: serde_json::Map<String, Value> = paths
-        .iter()
-        .map(|(k, p)| ((*k).to_owned(), json!(format!("{base}{p}?{keys}"))))
-        .collect();
-    json!({
-        "headers": {"x-LSQ-AccessKey": c.access_key, "x-LSQ-SecretKey": c.secret_key.expose_secret()},
-        "urls": urls,
-        "urls_with_keys": with_keys,
-    })
+    let urls = |suffix: &str| ProviderUrls {
+        agent_popup: format!("{base}/v2/Telephony.svc/ShowAgentPopup{suffix}"),
+        call_log: format!("{base}/v2/Telephony.svc/LogCall{suffix}"),
+        call_route: format!("{base}/api/v1/telephony/call-route{suffix}"),
+        sso: format!("{base}/api/v1/sso{suffix}"),
+    };
+    ConnectorUrls {
+        headers: KeyHeaders {
+            access_key: c.access_key.clone(),
+            secret_key: c.secret_key.expose_secret().to_owned(),
+        },
+        urls: urls(""),
+        urls_with_keys: urls(&keys),
+    }
 }
 
 /// Applies a merge patch to a connector's settings (`kind` cannot change).
@@ -719,7 +768,7 @@ pub async fn patch_connector(
 }
 
 /// `POST /api/v1/connectors/{id}/virtual-numbers` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualNumberRequest {
     /// The number, any format.

@@ -96,7 +96,7 @@ pub struct PageRequest {
 }
 
 /// One page of a list.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// Items, newest first.
     pub items: Vec<T>,
@@ -159,7 +159,7 @@ pub struct NewConnector {
 }
 
 /// A virtual number owned by a connector.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct VirtualNumber {
     /// Its id.
     pub id: VirtualNumberId,
@@ -498,7 +498,7 @@ pub struct ExpiredPopup {
 }
 
 /// One telephony-log row (SPEC 6).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TelephonyLogRow {
     /// Its id.
     pub id: TelephonyLogId,
@@ -520,7 +520,8 @@ pub struct TelephonyLogRow {
     pub call_session_id: Option<String>,
     /// Time to answer.
     pub latency_us: i64,
-    /// The request body without keys.
+    /// The request body without keys (an object, or its first 4 KiB as a string).
+    #[schema(value_type = Object)]
     pub request: serde_json::Value,
 }
 

@@ -8,6 +8,7 @@ mod call_log;
 mod connectors;
 mod dispose;
 mod helpers;
+mod openapi;
 mod popup;
 mod route;
 mod socket;

@@ -1,8 +1,9 @@
 //! The gateway's admin API as the benchmark uses it: teams, connectors, agents (users
-//! with an extension and a token), leads, and counting a connector's activities. Every name, email, extension and lead
-//! number carries a per-run nonce, so several runs can share one gateway database; the
-//! run's connector is bound to the run's team, so the agents see it whether or not it
-//! happens to be the gateway's default connector.
+//! with an extension and a token), lead owners (users with a phone number and a
+//! provider agent id), leads, and counting a connector's activities. Every name, email,
+//! extension and number carries a per-run nonce, so several runs can share one gateway
+//! database; the run's connector is bound to the run's team, so the agents see it
+//! whether or not it happens to be the gateway's default connector.
 
 use anyhow::{Context, bail};
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -64,6 +65,18 @@ pub struct Agent {
     pub extension: String,
     /// A JWT for the socket's `auth` frame.
     pub token: String,
+}
+
+/// A user who owns leads, for call routing: an E.164 number (the route answer's
+/// `OwnerNumber`), an extension, and a provider agent id for one connector.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// Its user id.
+    pub id: String,
+    /// Its E.164 phone number (its first number).
+    pub number: String,
+    /// Its provider agent id for the connector (`TelephonyAgentId`).
+    pub telephony_agent_id: String,
 }
 
 /// An admin API client.
@@ -219,6 +232,56 @@ impl AdminClient {
         Err(last
             .unwrap_or_else(|| anyhow::anyhow!("creating agent {index} failed"))
             .context(format!("creating agent {index}")))
+    }
+
+    /// Creates a lead owner of `team_id`: an agent with an E.164 mobile number derived
+    /// from `nonce` (`+9170` and eight digits) and an extension as its numbers, and
+    /// `connector_id`'s provider agent id. A taken number or extension (409/422) is
+    /// retried a few times with others.
+    ///
+    /// # Errors
+    /// The gateway refused or could not be reached.
+    pub async fn create_owner(
+        &self,
+        nonce: u64,
+        team_id: &str,
+        connector_id: &str,
+    ) -> anyhow::Result<Owner> {
+        let mut last = None;
+        for attempt in 0..5u64 {
+            let salt = nonce.wrapping_add(attempt.wrapping_mul(0x9e37_79b9));
+            let number = format!("+9170{:08}", salt % 100_000_000);
+            let telephony_agent_id = format!("bench-agent-{nonce:016x}");
+            let body = json!({
+                "name": format!("Bench owner {nonce:016x}"),
+                "email": format!("owner.{nonce:016x}.{attempt}@bench.test"),
+                "phone_numbers": [number, extension(salt, 0)],
+                "team_ids": [team_id],
+                "provider_agent_ids": { connector_id: telephony_agent_id },
+            });
+            match self
+                .call(reqwest::Method::POST, "/api/v1/users", Some(&body))
+                .await
+            {
+                Ok(v) => {
+                    return Ok(Owner {
+                        id: str_field(&v, "id")?,
+                        number,
+                        telephony_agent_id,
+                    });
+                }
+                Err(CallError {
+                    status: Some(s),
+                    error,
+                }) if s == StatusCode::CONFLICT || s == StatusCode::UNPROCESSABLE_ENTITY => {
+                    last = Some(error);
+                }
+                Err(e) => return Err(e.error),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow::anyhow!("creating the lead owner failed"))
+            .context("creating the lead owner"))
     }
 
     /// Creates `count` agents of `team_id` (a few requests at a time), in index order.

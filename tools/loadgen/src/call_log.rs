@@ -126,9 +126,10 @@ fn is_repeat(n: usize, pct: u8) -> bool {
     (n + 1) * p / 100 > n * p / 100
 }
 
-/// A small deterministic generator (splitmix64) picking which session to repeat.
+/// A small deterministic generator (splitmix64) picking which session to repeat (and,
+/// in `call-route`, which number to ask for).
 #[derive(Debug)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -140,7 +141,7 @@ impl Rng {
     }
 
     /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         // the modulo keeps the value below n, which fits usize
         #[allow(clippy::cast_possible_truncation)]
         let i = (self.next() % n as u64) as usize;
