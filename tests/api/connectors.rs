@@ -62,6 +62,20 @@ async fn a_clone_has_new_keys_the_same_settings_and_teams_and_no_numbers() {
         ))
         .await;
     assert!(numbers["items"].as_array().unwrap().is_empty());
+
+    // the original's keys reach the original, never the clone; mixing them is refused
+    app.post_popup(&c, r#"{"CallSessionId":"k1"}"#).await;
+    let rows = app.telephony_logs("call_session_id=k1", 1).await;
+    assert_eq!(rows[0]["connector_id"], c.id.as_str());
+    let mixed = crate::helpers::TestConnector {
+        id: clone["id"].as_str().unwrap().to_owned(),
+        access_key: clone["access_key"].as_str().unwrap().to_owned(),
+        secret_key: c.secret_key.clone(),
+    };
+    assert_eq!(
+        app.post_popup(&mixed, r#"{"CallSessionId":"k2"}"#).await.0,
+        401
+    );
 }
 
 #[tokio::test]
