@@ -187,6 +187,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::agent::router())
         .merge(routes::admin::router())
         .merge(routes::ops::router())
+        .merge(routes::sso::router())
 }
 
 #[derive(utoipa::OpenApi)]

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod auth;
 pub mod ops;
 pub mod provider;
+pub mod sso;
 
 use crate::domain::disposition::DispositionError;
 use crate::error::ApiError;

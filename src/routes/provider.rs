@@ -209,21 +209,21 @@ struct RouteQuery {
 }
 
 /// A request that passed authentication, with its body read.
-struct Admitted {
-    connector: Connector,
-    body: Body,
-    query: Vec<(String, String)>,
+pub(super) struct Admitted {
+    pub(super) connector: Connector,
+    pub(super) body: Body,
+    pub(super) query: Vec<(String, String)>,
 }
 
 /// A provider body: a JSON object or (SR V2) form fields.
-enum Body {
+pub(super) enum Body {
     Json(Map<String, Value>),
     Form(Vec<(String, String)>),
     Other,
 }
 
 /// What the telephony-log row of this request will say.
-struct LogDraft {
+pub(super) struct LogDraft {
     started: Instant,
     at: Timestamp,
     connector_id: Option<crate::domain::ids::ConnectorId>,
@@ -297,7 +297,10 @@ fn session_of(body: &Body) -> Option<String> {
 }
 
 /// Reads the body and keys and authenticates the connector.
-async fn admit(state: &AppState, req: Request) -> (Result<Admitted, ProviderError>, LogDraft) {
+pub(super) async fn admit(
+    state: &AppState,
+    req: Request,
+) -> (Result<Admitted, ProviderError>, LogDraft) {
     let mut draft = LogDraft {
         started: Instant::now(),
         at: Timestamp::now(),
@@ -391,11 +394,11 @@ async fn admit(state: &AppState, req: Request) -> (Result<Admitted, ProviderErro
 }
 
 /// The LGTC success envelope around `message`.
-fn envelope(message: Value) -> Response {
+pub(super) fn envelope(message: Value) -> Response {
     axum::Json(json!({"Status": "Success", "Message": message})).into_response()
 }
 
-fn finish(
+pub(super) fn finish(
     state: &AppState,
     endpoint: &str,
     draft: LogDraft,
@@ -438,7 +441,7 @@ fn finish(
     }
 }
 
-fn fields_of(
+pub(super) fn fields_of(
     a: &Admitted,
     canonical: fn(&str) -> Option<&'static str>,
 ) -> Result<Fields, ProviderError> {

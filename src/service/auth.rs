@@ -55,6 +55,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SHA-256 of `s` in lowercase hex (how one-time keys are stored).
+pub fn sha256_hex(s: &str) -> String {
+    hex(&sha256(s))
+}
+
 /// Compares two secrets in constant time.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     sha256(a).ct_eq(&sha256(b)).into()

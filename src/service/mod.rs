@@ -10,4 +10,5 @@ pub mod disposition;
 pub mod popup;
 pub mod ratelimit;
 pub mod route;
+pub mod sso;
 pub mod tlog;

@@ -755,6 +755,16 @@ pub trait Store: Send + Sync {
 
     /// Writes telephony-log rows.
     async fn insert_telephony_logs(&self, rows: &[TelephonyLogRow]) -> StoreResult<()>;
+    /// Stores a one-time SSO key (its hash) for `user`, valid until `expires_at`.
+    async fn create_sso_key(
+        &self,
+        key_hash: &str,
+        user: UserId,
+        expires_at: Timestamp,
+    ) -> StoreResult<()>;
+    /// Consumes a one-time SSO key in one atomic update: the user when the key exists,
+    /// is unused and has not expired at `now`; `None` otherwise.
+    async fn consume_sso_key(&self, key_hash: &str, now: Timestamp) -> StoreResult<Option<UserId>>;
     /// Deletes telephony-log rows older than `before`, then all but the newest
     /// `max_rows`; returns how many were deleted.
     async fn prune_telephony_logs(&self, before: Timestamp, max_rows: u64) -> StoreResult<u64>;

@@ -728,13 +728,22 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .with_context(|| format!("opening SQLite database {path}"))?;
-        let migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
-        )]);
+        let migrator = Migrator::with_migrations(vec![
+            Migration::new(
+                1,
+                "init".into(),
+                MigrationType::Simple,
+                include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                2,
+                "sso".into(),
+                MigrationType::Simple,
+                include_str!("../../migrations/sqlite/0002_sso.sql").into_sql_str(),
+                false,
+            ),
+        ]);
         migrator
             .run(&pool)
             .await
@@ -1938,6 +1947,39 @@ impl super::Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_sso_key(
+        &self,
+        key_hash: &str,
+        user: UserId,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        let _w = self.write_guard().await;
+        sqlx::query("DELETE FROM sso_keys WHERE expires_at < ?")
+            .bind(Timestamp::now().plus_secs(-3600).millis())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO sso_keys (key_hash, user_id, expires_at) VALUES (?, ?, ?)")
+            .bind(key_hash)
+            .bind(user.to_string())
+            .bind(expires_at.millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn consume_sso_key(&self, key_hash: &str, now: Timestamp) -> StoreResult<Option<UserId>> {
+        let _w = self.write_guard().await;
+        let user: Option<String> = sqlx::query_scalar(
+            "UPDATE sso_keys SET used_at = ? WHERE key_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id",
+        )
+        .bind(now.millis())
+        .bind(key_hash)
+        .bind(now.millis())
+        .fetch_optional(&self.pool)
+        .await?;
+        opt_id(user, "sso_keys.user_id", UserId::parse)
     }
 
     async fn prune_telephony_logs(&self, before: Timestamp, max_rows: u64) -> StoreResult<u64> {

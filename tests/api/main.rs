@@ -12,3 +12,4 @@ mod openapi;
 mod popup;
 mod route;
 mod socket;
+mod sso;

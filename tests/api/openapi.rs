@@ -10,6 +10,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v2/Telephony.svc/LogCall"),
     ("post", "/api/v1/telephony/call-log"),
     ("get", "/api/v1/telephony/call-route"),
+    ("post", "/api/v1/sso"),
+    ("post", "/api/v1/sso/exchange"),
     ("get", "/ws"),
     ("get", "/api/v1/me"),
     ("get", "/api/v1/me/connectors"),
