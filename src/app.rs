@@ -61,6 +61,7 @@ impl App {
             settings: Arc::new(settings),
             keys: Arc::new(keys),
             limiter,
+            http: crate::outbound::client::build().context("building the HTTP client")?,
             metrics: crate::telemetry::install_metrics(),
             tlog,
             shutdown: Shutdown::new(),

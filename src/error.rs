@@ -23,6 +23,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds for `Retry-After`.
     pub retry_after: Option<u64>,
+    /// Extra keys of the error object where a section says so (e.g. `provider_status`).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -34,6 +36,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            extra: Vec::new(),
         }
     }
 
@@ -82,7 +85,13 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message, "field": self.field}})
+        let mut error = json!({"code": self.code, "message": self.message, "field": self.field});
+        if let Some(map) = error.as_object_mut() {
+            for (k, v) in &self.extra {
+                map.insert((*k).to_owned(), v.clone());
+            }
+        }
+        json!({ "error": error })
     }
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod hub;
+pub mod outbound;
 pub mod providers;
 pub mod routes;
 pub mod service;

@@ -26,6 +26,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Prometheus renderer (`None` when another recorder owns the process).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The shared HTTP client for provider calls.
+    pub http: reqwest::Client,
     /// Stop signal and task tracker.
     pub shutdown: Shutdown,
 }

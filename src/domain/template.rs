@@ -60,6 +60,9 @@ pub enum TemplateError {
     /// `@{` starts something that is not a known placeholder.
     #[error("unknown placeholder at character {0}")]
     UnknownPlaceholder(usize),
+    /// A JSON body that is not valid JSON, or has a placeholder outside a string.
+    #[error("a JSON body must be valid JSON with every placeholder inside a string")]
+    JsonBody,
 }
 
 /// How values are escaped where they are inserted.
@@ -126,6 +129,19 @@ impl Template {
             segments.push(Segment::Text(text));
         }
         Ok(Self { segments })
+    }
+
+    /// Checks a `json` body template: valid JSON once each placeholder is replaced by a
+    /// string, with every placeholder inside a string literal.
+    ///
+    /// # Errors
+    /// [`TemplateError::JsonBody`].
+    pub fn check_json_body(&self) -> Result<(), TemplateError> {
+        // a value with a quote breaks the JSON unless every slot sits inside a string
+        let probe = self.render(|_| "a\"b}".to_owned(), Escape::JsonString);
+        serde_json::from_str::<serde_json::Value>(&probe)
+            .map(|_| ())
+            .map_err(|_| TemplateError::JsonBody)
     }
 
     /// Fills every slot with `value(slot)`, escaped by `escape`; text is kept as is.
@@ -233,7 +249,38 @@ mod tests {
         assert!(Template::parse("@dispositionValue", FORWARD_NAMES).is_ok());
     }
 
+    #[test]
+    fn json_bodies_keep_placeholders_inside_strings() {
+        let ok = Template::parse(
+            r#"{"to":"@customerNumber","agent":{"n":"@agentName @{Lead:stage,}"}}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.check_json_body(), Ok(()));
+        for bad in [
+            r#"{"to": @customerNumber}"#,
+            r#"{"to":"@customerNumber""#,
+            "@leadId",
+        ] {
+            assert_eq!(
+                Template::parse(bad, &[]).unwrap().check_json_body(),
+                Err(TemplateError::JsonBody),
+                "{bad}"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn no_value_breaks_out_of_a_form_field(v in ".*") {
+            let t = Template::parse("a=@agentName&b=@{Lead:first_name,}", &[]).unwrap();
+            let body = t.render(|_| v.clone(), Escape::Form);
+            let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+            prop_assert_eq!(pairs.len(), 2);
+            prop_assert_eq!(&pairs[0].1, &v);
+            prop_assert_eq!(&pairs[1].1, &v);
+        }
+
         #[test]
         fn no_value_breaks_out_of_a_json_string(v in ".*") {
             let t = Template::parse(r#"{"name":"@{Lead:first_name,}"}"#, &[]).unwrap();

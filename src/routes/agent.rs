@@ -11,7 +11,7 @@ use crate::hub::protocol::{self, ClientFrame, close};
 use crate::hub::session::{Closer, SessionHandle, run_writer, send_close};
 use crate::routes::auth::Agent;
 use crate::service::agent::{AgentAuthError, authenticate};
-use crate::service::{agent as agent_service, disposition, popup};
+use crate::service::{agent as agent_service, click_to_call, disposition, popup};
 use crate::state::AppState;
 use crate::store::Page;
 use axum::extract::State;
@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_my_connectors))
         .routes(routes!(get_my_activities))
         .routes(routes!(post_disposition))
+        .routes(routes!(post_click_to_call))
 }
 
 /// SPEC 6 — `GET /api/v1/me`.
@@ -139,6 +140,74 @@ impl DisposeRequest {
             },
         )
     }
+}
+
+/// `POST /api/v1/click-to-call` body (and the socket's `click_to_call` frame).
+#[derive(Deserialize, utoipa::ToSchema)]
+struct ClickToCallRequest {
+    /// The lead to call.
+    lead_id: LeadId,
+    /// The virtual number to call from (default: by the team rules).
+    #[serde(default)]
+    virtual_number: Option<String>,
+    /// The opportunity the call is about.
+    #[serde(default)]
+    opportunity_id: Option<crate::domain::ids::OpportunityId>,
+    /// Which of the lead's numbers (default: phone, mobile, first secondary).
+    #[serde(default)]
+    number: Option<String>,
+}
+
+/// A placed call.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ClickToCallAnswer {
+    /// Always true.
+    ok: bool,
+    /// The connector used.
+    connector_id: crate::domain::ids::ConnectorId,
+    /// The virtual number used.
+    virtual_number: Option<String>,
+    /// The provider's status.
+    provider_status: u16,
+    /// The provider's body (first 4 KiB).
+    provider_body: String,
+}
+
+async fn place_call(
+    state: &AppState,
+    user: &User,
+    req: ClickToCallRequest,
+) -> Result<ClickToCallAnswer, ApiError> {
+    let input = click_to_call::ClickToCallInput {
+        lead_id: req.lead_id,
+        virtual_number: req.virtual_number,
+        opportunity_id: req.opportunity_id,
+        number: req.number,
+    };
+    let ok = click_to_call::click_to_call(state, user, input).await?;
+    Ok(ClickToCallAnswer {
+        ok: true,
+        connector_id: ok.connector_id,
+        virtual_number: ok.virtual_number,
+        provider_status: ok.provider_status,
+        provider_body: ok.provider_body,
+    })
+}
+
+/// SPEC 5 — `POST /api/v1/click-to-call`.
+#[utoipa::path(post, path = "/api/v1/click-to-call", tag = "agent", request_body = ClickToCallRequest,
+    responses((status = 200, body = ClickToCallAnswer, description = "the provider placed the call"),
+        (status = 403, body = crate::error::ApiErrorBody, description = "virtual_number_not_visible"),
+        (status = 422, body = crate::error::ApiErrorBody, description = "validation_failed or click_to_call_not_configured"),
+        (status = 429, body = crate::error::ApiErrorBody, description = "rate_limited"),
+        (status = 502, body = crate::error::ApiErrorBody, description = "provider_failed, with provider_status and provider_body")),
+    security(("agent_token" = [])))]
+async fn post_click_to_call(
+    State(state): State<AppState>,
+    Agent(user): Agent,
+    ApiJson(req): ApiJson<ClickToCallRequest>,
+) -> Result<axum::Json<ClickToCallAnswer>, ApiError> {
+    Ok(axum::Json(place_call(&state, &user, req).await?))
 }
 
 /// The answer to an accepted disposition.
@@ -358,11 +427,7 @@ async fn on_frame(state: &AppState, user: &User, text: &str, handle: &SessionHan
         ClientFrame::Request { kind, req, frame } => {
             let answer = match kind.as_str() {
                 "dispose" => dispose_frame(state, user, frame).await,
-                _ => Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "click_to_call_not_configured",
-                    "click-to-call is not available on this gateway yet",
-                )),
+                _ => click_to_call_frame(state, user, frame).await,
             };
             let out = match answer {
                 Ok(data) => protocol::result_ok(&req, data),
@@ -371,6 +436,16 @@ async fn on_frame(state: &AppState, user: &User, text: &str, handle: &SessionHan
             Hub::send_one(handle, out);
         }
     }
+}
+
+async fn click_to_call_frame(
+    state: &AppState,
+    user: &User,
+    frame: Value,
+) -> Result<Value, ApiError> {
+    let req: ClickToCallRequest = crate::error::parse_value(frame)?;
+    let answer = place_call(state, user, req).await?;
+    Ok(serde_json::to_value(answer).unwrap_or_default())
 }
 
 async fn dispose_frame(state: &AppState, user: &User, frame: Value) -> Result<Value, ApiError> {

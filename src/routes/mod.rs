@@ -42,3 +42,43 @@ impl From<DisposeFailure> for ApiError {
         }
     }
 }
+
+impl From<crate::service::click_to_call::ClickToCallError> for ApiError {
+    fn from(e: crate::service::click_to_call::ClickToCallError) -> Self {
+        use crate::service::click_to_call::ClickToCallError as E;
+        match e {
+            E::Invalid { field, message } => ApiError::validation(field, message),
+            E::LeadNotFound => ApiError::not_found("lead").with_field("lead_id"),
+            E::NotVisible => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "virtual_number_not_visible",
+                e.to_string(),
+            )
+            .with_field("virtual_number"),
+            E::NotConfigured => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "click_to_call_not_configured",
+                e.to_string(),
+            ),
+            E::RateLimited(wait) => {
+                let mut err =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string());
+                err.retry_after = Some(wait);
+                err
+            }
+            E::ProviderFailed {
+                message,
+                provider_status,
+                provider_body,
+            } => {
+                let mut err = ApiError::new(StatusCode::BAD_GATEWAY, "provider_failed", message);
+                err.extra = vec![
+                    ("provider_status", serde_json::json!(provider_status)),
+                    ("provider_body", serde_json::json!(provider_body)),
+                ];
+                err
+            }
+            E::Store(s) => s.into(),
+        }
+    }
+}

@@ -78,6 +78,13 @@ pub async fn log(
     log: CallLog,
 ) -> Result<CallLogAnswer, PopupError> {
     let agent = agent_of(state, connector, &log).await?;
+    let mut log = log;
+    log.party = crate::service::click_to_call::link_outbound(
+        state,
+        agent.as_ref().map(|a| a.id),
+        &log.party,
+    )
+    .await?;
     if let Some(o) = log.opportunity_id
         && state.store.get_opportunity(o).await?.is_none()
     {

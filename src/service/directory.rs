@@ -497,6 +497,20 @@ fn check_template(field: &str, raw: &str, extra: &[&'static str]) -> Result<(), 
         .map_err(|e| invalid(field, e.to_string()))
 }
 
+fn check_body(
+    field: &str,
+    raw: &str,
+    format: crate::domain::connector::BodyFormat,
+    extra: &[&'static str],
+) -> Result<(), DirectoryError> {
+    let t = Template::parse(raw, extra).map_err(|e| invalid(field, e.to_string()))?;
+    if format == crate::domain::connector::BodyFormat::Json {
+        t.check_json_body()
+            .map_err(|e| invalid(field, e.to_string()))?;
+    }
+    Ok(())
+}
+
 impl ConnectorRequest {
     fn parse(
         self,
@@ -522,7 +536,7 @@ impl ConnectorRequest {
         if let Some(c) = &self.click_to_call {
             check_template("click_to_call.url", &c.url, &[])?;
             if let Some(b) = &c.body {
-                check_template("click_to_call.body", b, &[])?;
+                check_body("click_to_call.body", b, c.body_format, &[])?;
             }
             for (k, v) in &c.headers {
                 check_template(&format!("click_to_call.headers.{k}"), v, &[])?;
@@ -532,7 +546,10 @@ impl ConnectorRequest {
             let names = crate::domain::template::FORWARD_NAMES;
             check_template("disposition.forward.url", &f.url, names)?;
             if let Some(b) = &f.body {
-                check_template("disposition.forward.body", b, names)?;
+                check_body("disposition.forward.body", b, f.body_format, names)?;
+            }
+            for (k, v) in &f.headers {
+                check_template(&format!("disposition.forward.headers.{k}"), v, names)?;
             }
         }
         if LeadField::parse(&self.disposition.field).is_err() {

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod auth;
 pub mod call_log;
+pub mod click_to_call;
 pub mod directory;
 pub mod disposition;
 pub mod popup;

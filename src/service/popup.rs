@@ -188,9 +188,11 @@ pub async fn show(
     {
         return Err(PopupError::OpportunityNotFound);
     }
-    let tag = tag_of(state, connector, &e.party).await?;
+    let party =
+        crate::service::click_to_call::link_outbound(state, Some(agent.id), &e.party).await?;
+    let tag = tag_of(state, connector, &party).await?;
     let (lead, candidates, created) =
-        resolve_lead(state, connector, &e.party, Some(agent.id), tag.as_deref()).await?;
+        resolve_lead(state, connector, &party, Some(agent.id), tag.as_deref()).await?;
     let call = PopupCall {
         connector_id: connector.id,
         call_session_id: e.call_session_id.clone(),
@@ -198,7 +200,7 @@ pub async fn show(
         lead_id: lead.id,
         candidate_ids: candidates.iter().map(|l| l.id).collect(),
         new_lead: created,
-        opportunity_id: e.opportunity_id,
+        opportunity_id: party.opportunity_id,
         direction: e.direction,
         lead_number: e.lead_number.as_ref().map(|n| n.as_str().to_owned()),
         agent_number: e.agent_number.as_ref().map(|n| n.as_str().to_owned()),

@@ -486,6 +486,23 @@ pub struct UserEvent {
     pub payload: serde_json::Value,
 }
 
+/// A click-to-call that passed validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClickToCallRecord {
+    /// The agent.
+    pub user_id: UserId,
+    /// The lead called.
+    pub lead_id: LeadId,
+    /// The lead's number called (E.164).
+    pub number: PhoneNumber,
+    /// The opportunity, if any.
+    pub opportunity_id: Option<OpportunityId>,
+    /// The connector used.
+    pub connector_id: ConnectorId,
+    /// When it was asked for.
+    pub at: Timestamp,
+}
+
 /// A popup closed by expiry.
 #[derive(Clone, Debug)]
 pub struct ExpiredPopup {
@@ -755,6 +772,23 @@ pub trait Store: Send + Sync {
 
     /// Writes telephony-log rows.
     async fn insert_telephony_logs(&self, rows: &[TelephonyLogRow]) -> StoreResult<()>;
+    /// Records a click-to-call that passed validation, unless the same agent asked for
+    /// the same lead within `window_secs` (then nothing is written and the seconds to
+    /// wait are returned) — atomically, so a double click places one call.
+    async fn record_click_to_call(
+        &self,
+        c: &ClickToCallRecord,
+        window_secs: i64,
+    ) -> StoreResult<Option<i64>>;
+    /// The agent's latest click-to-call to `number` since `since`.
+    async fn recent_click_to_call(
+        &self,
+        user: UserId,
+        number: &PhoneNumber,
+        since: Timestamp,
+    ) -> StoreResult<Option<ClickToCallRecord>>;
+    /// The teams a connector is assigned to.
+    async fn connector_team_ids(&self, connector: ConnectorId) -> StoreResult<Vec<TeamId>>;
     /// Stores a one-time SSO key (its hash) for `user`, valid until `expires_at`.
     async fn create_sso_key(
         &self,

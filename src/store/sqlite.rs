@@ -3,10 +3,10 @@
 //! lock up front: that is the per-key lock DESIGN.md asks for, at database scope.
 
 use super::{
-    ActivityFilter, CallActivityWrite, DisposeError, DispositionWrite, ExpiredPopup, LeadFilter,
-    LeadWrite, NewConnector, OpportunityWrite, Page, PageRequest, PopupCall, PopupOutcome,
-    PopupRecord, PopupState, Recipients, StoreError, StoreResult, StoredEvent, TelephonyLogFilter,
-    TelephonyLogRow, UserEvent, UserWrite, VirtualNumber,
+    ActivityFilter, CallActivityWrite, ClickToCallRecord, DisposeError, DispositionWrite,
+    ExpiredPopup, LeadFilter, LeadWrite, NewConnector, OpportunityWrite, Page, PageRequest,
+    PopupCall, PopupOutcome, PopupRecord, PopupState, Recipients, StoreError, StoreResult,
+    StoredEvent, TelephonyLogFilter, TelephonyLogRow, UserEvent, UserWrite, VirtualNumber,
 };
 use crate::domain::call::Direction;
 use crate::domain::connector::{
@@ -741,6 +741,13 @@ impl SqliteStore {
                 "sso".into(),
                 MigrationType::Simple,
                 include_str!("../../migrations/sqlite/0002_sso.sql").into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                3,
+                "click_to_call".into(),
+                MigrationType::Simple,
+                include_str!("../../migrations/sqlite/0003_click_to_call.sql").into_sql_str(),
                 false,
             ),
         ]);
@@ -1947,6 +1954,92 @@ impl super::Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn record_click_to_call(
+        &self,
+        c: &ClickToCallRecord,
+        window_secs: i64,
+    ) -> StoreResult<Option<i64>> {
+        let mut tx = self.immediate().await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(created_at) FROM click_to_calls WHERE user_id = ? AND lead_id = ? AND created_at > ?",
+        )
+        .bind(c.user_id.to_string())
+        .bind(c.lead_id.to_string())
+        .bind(c.at.plus_secs(-window_secs).millis())
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(last) = last {
+            let wait_ms = last + window_secs * 1000 - c.at.millis();
+            return Ok(Some((wait_ms.max(1) + 999) / 1000));
+        }
+        sqlx::query(
+            "INSERT INTO click_to_calls (id, user_id, lead_id, number, opportunity_id, connector_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(ActivityId::new().to_string())
+        .bind(c.user_id.to_string())
+        .bind(c.lead_id.to_string())
+        .bind(c.number.as_str())
+        .bind(c.opportunity_id.map(|o| o.to_string()))
+        .bind(c.connector_id.to_string())
+        .bind(c.at.millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    async fn recent_click_to_call(
+        &self,
+        user: UserId,
+        number: &PhoneNumber,
+        since: Timestamp,
+    ) -> StoreResult<Option<ClickToCallRecord>> {
+        let Some(r) = sqlx::query(
+            "SELECT * FROM click_to_calls WHERE user_id = ? AND number = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(user.to_string())
+        .bind(number.as_str())
+        .bind(since.millis())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(ClickToCallRecord {
+            user_id: user,
+            lead_id: parse_id(
+                &r.try_get::<String, _>("lead_id")?,
+                "click_to_calls.lead_id",
+                LeadId::parse,
+            )?,
+            number: number.clone(),
+            opportunity_id: opt_id(
+                r.try_get("opportunity_id")?,
+                "click_to_calls.opportunity_id",
+                OpportunityId::parse,
+            )?,
+            connector_id: parse_id(
+                &r.try_get::<String, _>("connector_id")?,
+                "click_to_calls.connector_id",
+                ConnectorId::parse,
+            )?,
+            at: Timestamp::from_millis(r.try_get("created_at")?),
+        }))
+    }
+
+    async fn connector_team_ids(&self, connector: ConnectorId) -> StoreResult<Vec<TeamId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT team_id FROM team_connectors WHERE connector_id = ? ORDER BY team_id",
+        )
+        .bind(connector.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|t| parse_id(t, "team_connectors.team_id", TeamId::parse))
+            .collect()
     }
 
     async fn create_sso_key(

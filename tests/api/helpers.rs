@@ -342,3 +342,77 @@ impl AgentSocket {
         }
     }
 }
+
+/// A request the fake provider received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub _path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+/// A real local HTTP server playing the provider: it records every request and answers
+/// from a script of (status, body), repeating the last.
+#[derive(Clone)]
+pub struct FakeProvider {
+    pub addr: SocketAddr,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    answers: std::sync::Arc<std::sync::Mutex<Vec<(u16, String)>>>,
+}
+
+impl FakeProvider {
+    pub async fn start(answers: Vec<(u16, &str)>) -> FakeProvider {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let provider = FakeProvider {
+            addr,
+            received: Default::default(),
+            answers: std::sync::Arc::new(std::sync::Mutex::new(
+                answers
+                    .into_iter()
+                    .map(|(s, b)| (s, b.to_owned()))
+                    .collect(),
+            )),
+        };
+        let p = provider.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let p = p.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                let query =
+                    url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+                        .into_owned()
+                        .collect();
+                p.received.lock().unwrap().push(Received {
+                    method: parts.method.to_string(),
+                    _path: parts.uri.path().to_owned(),
+                    query,
+                    headers: parts.headers.clone(),
+                    body: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+                let (status, body) = {
+                    let mut a = p.answers.lock().unwrap();
+                    if a.len() > 1 {
+                        a.remove(0)
+                    } else {
+                        a[0].clone()
+                    }
+                };
+                (axum::http::StatusCode::from_u16(status).unwrap(), body)
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        provider
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}

@@ -5,6 +5,7 @@
 
 mod admin;
 mod call_log;
+mod click_to_call;
 mod connectors;
 mod dispose;
 mod helpers;

@@ -17,6 +17,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/me/connectors"),
     ("get", "/api/v1/me/activities"),
     ("post", "/api/v1/dispositions"),
+    ("post", "/api/v1/click-to-call"),
     ("get", "/api/v1/users"),
     ("post", "/api/v1/users"),
     ("get", "/api/v1/users/{id}"),
