@@ -61,6 +61,7 @@ impl App {
             settings: Arc::new(settings),
             keys: Arc::new(keys),
             limiter,
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
             http: crate::outbound::client::build().context("building the HTTP client")?,
             metrics: crate::telemetry::install_metrics(),
             tlog,
@@ -119,6 +120,7 @@ impl App {
             });
         }
         shutdown.spawn(crate::service::tlog::run_pruning(state.clone()));
+        shutdown.spawn(crate::outbound::outbox::run(state.clone()));
         shutdown.spawn(crate::service::popup::run_expiry(
             state.clone(),
             Duration::from_secs(1),

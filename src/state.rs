@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The shared HTTP client for provider calls.
     pub http: reqwest::Client,
+    /// Wakes the outbox worker when an item was queued.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     /// Stop signal and task tracker.
     pub shutdown: Shutdown,
 }

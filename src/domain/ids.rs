@@ -95,6 +95,8 @@ id_type! {
     VirtualNumberId,
     /// A telephony-log row.
     TelephonyLogId,
+    /// An outbox item (also its `Idempotency-Key`).
+    OutboxId,
 }
 
 #[cfg(test)]

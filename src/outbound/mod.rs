@@ -2,3 +2,4 @@
 //! own timeout.
 
 pub mod client;
+pub mod outbox;

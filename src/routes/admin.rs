@@ -15,8 +15,8 @@ use crate::service::directory::{
 };
 use crate::state::AppState;
 use crate::store::{
-    ActivityFilter, Cursor, LeadFilter, Page, PageRequest, StoreError, TelephonyLogFilter,
-    TelephonyLogRow, VirtualNumber,
+    ActivityFilter, Cursor, LeadFilter, OutboxItem, Page, PageRequest, StoreError,
+    TelephonyLogFilter, TelephonyLogRow, VirtualNumber,
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -56,6 +56,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(put_connector_teams))
         .routes(routes!(list_activities))
         .routes(routes!(list_telephony_logs))
+        .routes(routes!(list_outbox))
+        .routes(routes!(retry_outbox))
 }
 
 /// `POST /api/v1/users/{id}/tokens` answer.
@@ -516,8 +518,12 @@ async fn delete_connector(
     State(s): State<AppState>,
     Path(raw): Path<String>,
 ) -> ApiResult {
+    let cid = id(&raw, ConnectorId::parse, "connector")?;
     s.store
-        .delete_connector(id(&raw, ConnectorId::parse, "connector")?)
+        .fail_connector_outbox(cid, "the connector was deleted")
+        .await?;
+    s.store
+        .delete_connector(cid)
         .await
         .map_err(store_404("connector"))?;
     Ok(no_content())
@@ -785,4 +791,56 @@ async fn list_telephony_logs(
         until: since(q.until.as_deref(), "until")?,
     };
     Ok(ok(s.store.list_telephony_logs(&filter, &page).await?))
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct OutboxQuery {
+    /// `pending`, `failed` or `delivered`.
+    status: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// SPEC 6 — `GET /api/v1/outbox?status=pending|failed|delivered`.
+#[utoipa::path(get, path = "/api/v1/outbox", tag = "outbox", params(OutboxQuery),
+    responses((status = 200, body = Page<OutboxItem>, description = "items, newest first"),
+        (status = 422, body = crate::error::ApiErrorBody, description = "unknown status")),
+    security(("admin_token" = [])))]
+async fn list_outbox(
+    _: Admin,
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<OutboxQuery>,
+) -> ApiResult {
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor.clone(),
+    }
+    .page()?;
+    if let Some(st) = q.status.as_deref()
+        && !matches!(st, "pending" | "failed" | "delivered")
+    {
+        return Err(ApiError::validation(
+            "status",
+            "status must be pending, failed or delivered",
+        ));
+    }
+    Ok(ok(s.store.list_outbox(q.status.as_deref(), &page).await?))
+}
+
+/// SPEC 4 — `POST /api/v1/outbox/{id}/retry`: back to `pending`, due now, its maximum
+/// age counting from now.
+#[utoipa::path(post, path = "/api/v1/outbox/{id}/retry", tag = "outbox", params(("id" = String, Path, description = "id")),
+    responses((status = 200, body = OutboxItem, description = "the item, pending again"),
+        (status = 404, body = crate::error::ApiErrorBody, description = "no such item, or already delivered")),
+    security(("admin_token" = [])))]
+async fn retry_outbox(_: Admin, State(s): State<AppState>, Path(raw): Path<String>) -> ApiResult {
+    let oid = id(&raw, crate::domain::ids::OutboxId::parse, "outbox item")?;
+    let item = s
+        .store
+        .retry_outbox(oid, Timestamp::now())
+        .await
+        .map_err(store_404("outbox item"))?;
+    s.outbox_wake.notify_one();
+    Ok(ok(item))
 }

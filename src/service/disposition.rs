@@ -3,11 +3,14 @@
 //! tell every tab of the agent.
 
 use crate::domain::disposition::{DispositionError, DispositionInput, DispositionSettings};
+use crate::domain::ids::OutboxId;
 use crate::domain::ids::{ActivityId, PopupId};
 use crate::domain::user::User;
 use crate::hub::protocol;
 use crate::state::AppState;
-use crate::store::{DisposeError, DispositionWrite, NewEvent, StoreError};
+use crate::store::{
+    DisposeError, DispositionWrite, NewEvent, NewOutboxItem, OutboxRequest, StoreError,
+};
 use serde_json::json;
 
 /// Why a disposition was refused.
@@ -72,6 +75,10 @@ pub async fn dispose(
         country,
     )?;
     let activity_id = ActivityId::new();
+    let outbox = match connector.as_ref() {
+        Some(c) => forward_item(state, c, user, &popup, &disposition).await?,
+        None => None,
+    };
     let saved = json!({
         "popup_id": popup_id,
         "lead_id": disposition.lead_id,
@@ -87,6 +94,7 @@ pub async fn dispose(
         opportunity_id: popup.call.opportunity_id,
         disposition,
         activity_id,
+        outbox: outbox.clone(),
         events: vec![
             NewEvent {
                 kind: "disposition_saved",
@@ -99,6 +107,9 @@ pub async fn dispose(
         ],
     };
     let seqs = state.store.dispose(&write).await?;
+    if outbox.is_some() {
+        state.outbox_wake.notify_one();
+    }
     metrics::counter!("utc_dispositions_total").increment(1);
     for ((kind, payload), seq) in [("disposition_saved", &saved), ("popup_closed", &closed)]
         .into_iter()
@@ -109,4 +120,69 @@ pub async fn dispose(
             .send(user.id, &protocol::event(kind, seq, payload));
     }
     Ok(activity_id)
+}
+
+/// The forwarding request of an accepted disposition, when the connector forwards
+/// (SPEC 4): the connector's templates with `@dispositionValue`, `@callSessionId` and
+/// `@notes` added, built now and kept in the outbox.
+async fn forward_item(
+    state: &AppState,
+    connector: &crate::domain::connector::Connector,
+    user: &User,
+    popup: &crate::store::PopupRecord,
+    d: &crate::domain::disposition::Disposition,
+) -> Result<Option<NewOutboxItem>, DisposeFailure> {
+    use crate::domain::phone::PhoneNumber;
+    use crate::domain::template::{FORWARD_NAMES, Placeholder};
+    use crate::service::click_to_call::{CallValues, RequestTemplate, build_call};
+    let Some(forward) = &connector.settings.disposition.forward else {
+        return Ok(None);
+    };
+    let Some(lead) = state.store.get_lead(d.lead_id).await? else {
+        return Ok(None);
+    };
+    let number = popup
+        .call
+        .lead_number
+        .clone()
+        .map(PhoneNumber::from_e164_unchecked_db)
+        .or_else(|| lead.numbers().next().cloned())
+        .unwrap_or_else(|| PhoneNumber::from_e164_unchecked_db(String::new()));
+    let vn = popup
+        .call
+        .virtual_number
+        .clone()
+        .map(PhoneNumber::from_e164_unchecked_db);
+    let teams = state.store.connector_team_ids(connector.id).await?;
+    let values = CallValues {
+        lead: &lead,
+        agent: user,
+        number: &number,
+        virtual_number: vn.as_ref(),
+        opportunity_id: popup.call.opportunity_id,
+        connector_teams: &teams,
+    };
+    let value = |p: &Placeholder| match p {
+        Placeholder::Named("dispositionValue") => d.value.clone(),
+        Placeholder::Named("callSessionId") => popup.call.call_session_id.clone(),
+        Placeholder::Named("notes") => d.notes.clone().unwrap_or_default(),
+        other => values.value(other),
+    };
+    let call = build_call(RequestTemplate::from(forward), FORWARD_NAMES, &value).map_err(|e| {
+        DisposeFailure::Store(StoreError::Unavailable(anyhow::anyhow!(
+            "disposition.forward template: {e}"
+        )))
+    })?;
+    Ok(Some(NewOutboxItem {
+        id: OutboxId::new(),
+        connector_id: connector.id,
+        kind: "disposition_forward",
+        request: OutboxRequest {
+            method: if call.post { "POST" } else { "GET" }.to_owned(),
+            url: call.url,
+            headers: call.headers,
+            body: call.body.map(|(ct, b)| (ct.to_owned(), b)),
+            timeout_ms: forward.timeout_ms,
+        },
+    }))
 }

@@ -121,6 +121,7 @@ macro_rules! paged_by {
 }
 
 paged_by! {
+    OutboxItem => created_at,
     Connector => created_at,
     User => created_at,
     Team => created_at,
@@ -422,6 +423,8 @@ pub struct DispositionWrite {
     pub activity_id: ActivityId,
     /// Events to append (each gets the next `seq` of the user).
     pub events: Vec<NewEvent>,
+    /// The forwarding to queue, when the connector forwards dispositions.
+    pub outbox: Option<NewOutboxItem>,
 }
 
 /// Why a dispose was refused.
@@ -501,6 +504,74 @@ pub struct ClickToCallRecord {
     pub connector_id: ConnectorId,
     /// When it was asked for.
     pub at: Timestamp,
+}
+
+/// An outbound webhook as stored: the request is built when the item is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OutboxRequest {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// Full URL.
+    pub url: String,
+    /// Headers (configured values: never logged).
+    pub headers: Vec<(String, String)>,
+    /// Content type and body.
+    pub body: Option<(String, String)>,
+    /// Timeout of one attempt.
+    pub timeout_ms: u64,
+}
+
+/// An outbox item (SPEC 6 shape, plus its request for the worker).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct OutboxItem {
+    /// Its id (also the `Idempotency-Key`).
+    pub id: crate::domain::ids::OutboxId,
+    /// The connector.
+    pub connector_id: ConnectorId,
+    /// `disposition_forward`.
+    pub kind: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When the next attempt is due.
+    pub next_attempt_at: Option<Timestamp>,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When it was delivered.
+    pub delivered_at: Option<Timestamp>,
+    /// The request to send.
+    #[serde(skip)]
+    pub request: Option<OutboxRequest>,
+    /// Its age counts from here (creation or the last admin retry).
+    #[serde(skip)]
+    pub age_from: Timestamp,
+}
+
+/// A new outbox item, written in the transaction that accepts it.
+#[derive(Clone, Debug)]
+pub struct NewOutboxItem {
+    /// Its id.
+    pub id: crate::domain::ids::OutboxId,
+    /// The connector.
+    pub connector_id: ConnectorId,
+    /// `disposition_forward`.
+    pub kind: &'static str,
+    /// The request.
+    pub request: OutboxRequest,
+}
+
+/// What happened to a delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxResult {
+    /// Delivered.
+    Delivered,
+    /// Try again at this time.
+    Retry(Timestamp, String),
+    /// Give up.
+    Failed(String),
 }
 
 /// A popup closed by expiry.
@@ -799,6 +870,42 @@ pub trait Store: Send + Sync {
     /// Consumes a one-time SSO key in one atomic update: the user when the key exists,
     /// is unused and has not expired at `now`; `None` otherwise.
     async fn consume_sso_key(&self, key_hash: &str, now: Timestamp) -> StoreResult<Option<UserId>>;
+    /// Outbox items, newest first, optionally of one status.
+    async fn list_outbox(
+        &self,
+        status: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<OutboxItem>>;
+    /// Connectors with items due at `now`.
+    async fn outbox_due_connectors(&self, now: Timestamp) -> StoreResult<Vec<ConnectorId>>;
+    /// Claims up to `limit` due items of `connector` by setting `locked_until` (now + the
+    /// item's timeout + `lock_secs`) in one atomic update, so an item is never claimed
+    /// twice while locked; counts the attempt.
+    async fn claim_outbox(
+        &self,
+        connector: ConnectorId,
+        limit: u32,
+        now: Timestamp,
+        lock_secs: i64,
+    ) -> StoreResult<Vec<OutboxItem>>;
+    /// Records an attempt's result and releases the claim.
+    async fn finish_outbox(
+        &self,
+        id: crate::domain::ids::OutboxId,
+        result: &OutboxResult,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Fails pending items whose age (from creation or the last retry) passed `before`.
+    async fn expire_outbox(&self, before: Timestamp, now: Timestamp) -> StoreResult<u64>;
+    /// Sets an item back to `pending`, due now, its age counting from now
+    /// ([`StoreError::NotFound`]).
+    async fn retry_outbox(
+        &self,
+        id: crate::domain::ids::OutboxId,
+        now: Timestamp,
+    ) -> StoreResult<OutboxItem>;
+    /// Fails the pending items of a deleted connector.
+    async fn fail_connector_outbox(&self, connector: ConnectorId, why: &str) -> StoreResult<u64>;
     /// Deletes telephony-log rows older than `before`, then all but the newest
     /// `max_rows`; returns how many were deleted.
     async fn prune_telephony_logs(&self, before: Timestamp, max_rows: u64) -> StoreResult<u64>;

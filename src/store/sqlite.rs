@@ -4,9 +4,10 @@
 
 use super::{
     ActivityFilter, CallActivityWrite, ClickToCallRecord, DisposeError, DispositionWrite,
-    ExpiredPopup, LeadFilter, LeadWrite, NewConnector, OpportunityWrite, Page, PageRequest,
-    PopupCall, PopupOutcome, PopupRecord, PopupState, Recipients, StoreError, StoreResult,
-    StoredEvent, TelephonyLogFilter, TelephonyLogRow, UserEvent, UserWrite, VirtualNumber,
+    ExpiredPopup, LeadFilter, LeadWrite, NewConnector, OpportunityWrite, OutboxItem, OutboxResult,
+    Page, PageRequest, PopupCall, PopupOutcome, PopupRecord, PopupState, Recipients, StoreError,
+    StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow, UserEvent, UserWrite,
+    VirtualNumber,
 };
 use crate::domain::call::Direction;
 use crate::domain::connector::{
@@ -15,8 +16,8 @@ use crate::domain::connector::{
 };
 use crate::domain::disposition::DispositionSettings;
 use crate::domain::ids::{
-    ActivityId, ConnectorId, LeadId, OpportunityId, PopupId, TeamId, TelephonyLogId, UserId,
-    VirtualNumberId,
+    ActivityId, ConnectorId, LeadId, OpportunityId, OutboxId, PopupId, TeamId, TelephonyLogId,
+    UserId, VirtualNumberId,
 };
 use crate::domain::lead::{
     Activity, ActivityKind, Lead, LeadField, Opportunity, OpportunityStatus,
@@ -379,6 +380,35 @@ fn popup_from_row(r: &SqliteRow) -> StoreResult<PopupRecord> {
         state: PopupState::parse(&state).ok_or_else(|| corrupt("popups.state"))?,
         seq: r.try_get("seq")?,
         created_at: Timestamp::from_millis(r.try_get("created_at")?),
+    })
+}
+
+fn outbox_from_row(r: &SqliteRow) -> StoreResult<OutboxItem> {
+    let request: String = r.try_get("request")?;
+    let ts = |c: &str| -> StoreResult<Option<Timestamp>> {
+        Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
+    };
+    let status: String = r.try_get("status")?;
+    Ok(OutboxItem {
+        id: parse_id(&r.try_get::<String, _>("id")?, "outbox.id", OutboxId::parse)?,
+        connector_id: parse_id(
+            &r.try_get::<String, _>("connector_id")?,
+            "outbox.connector_id",
+            ConnectorId::parse,
+        )?,
+        kind: r.try_get("kind")?,
+        next_attempt_at: if status == "pending" {
+            ts("next_attempt_at")?
+        } else {
+            None
+        },
+        status,
+        attempts: r.try_get("attempts")?,
+        last_error: r.try_get("last_error")?,
+        created_at: Timestamp::from_millis(r.try_get("created_at")?),
+        delivered_at: ts("delivered_at")?,
+        request: serde_json::from_str(&request).ok(),
+        age_from: Timestamp::from_millis(r.try_get("age_from")?),
     })
 }
 
@@ -748,6 +778,13 @@ impl SqliteStore {
                 "click_to_call".into(),
                 MigrationType::Simple,
                 include_str!("../../migrations/sqlite/0003_click_to_call.sql").into_sql_str(),
+                false,
+            ),
+            Migration::new(
+                4,
+                "outbox".into(),
+                MigrationType::Simple,
+                include_str!("../../migrations/sqlite/0004_outbox.sql").into_sql_str(),
                 false,
             ),
         ]);
@@ -1779,6 +1816,22 @@ impl super::Store for SqliteStore {
             )
             .await?;
         }
+        if let Some(o) = &d.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (id, connector_id, kind, status, next_attempt_at, age_from, created_at, request) \
+                 VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+            )
+            .bind(o.id.to_string())
+            .bind(o.connector_id.to_string())
+            .bind(o.kind)
+            .bind(now.millis())
+            .bind(now.millis())
+            .bind(now.millis())
+            .bind(to_json(&o.request))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        }
         let mut seqs = Vec::with_capacity(d.events.len());
         for e in &d.events {
             seqs.push(
@@ -2073,6 +2126,124 @@ impl super::Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         opt_id(user, "sso_keys.user_id", UserId::parse)
+    }
+
+    async fn list_outbox(
+        &self,
+        status: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<OutboxItem>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM outbox WHERE 1 = 1");
+        if let Some(s) = status {
+            qb.push(" AND status = ").push_bind(s.to_owned());
+        }
+        self.fetch_page(qb, page, ("created_at", "id"), outbox_from_row)
+            .await
+    }
+
+    async fn outbox_due_connectors(&self, now: Timestamp) -> StoreResult<Vec<ConnectorId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT connector_id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ? \
+             AND (locked_until IS NULL OR locked_until < ?)",
+        )
+        .bind(now.millis())
+        .bind(now.millis())
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|c| parse_id(c, "outbox.connector_id", ConnectorId::parse))
+            .collect()
+    }
+
+    async fn claim_outbox(
+        &self,
+        connector: ConnectorId,
+        limit: u32,
+        now: Timestamp,
+        lock_secs: i64,
+    ) -> StoreResult<Vec<OutboxItem>> {
+        let _w = self.write_guard().await;
+        sqlx::query(
+            "UPDATE outbox SET locked_until = ? + COALESCE(json_extract(request, '$.timeout_ms'), 5000), \
+               attempts = attempts + 1 WHERE id IN \
+               (SELECT id FROM outbox WHERE connector_id = ? AND status = 'pending' AND next_attempt_at <= ? \
+                AND (locked_until IS NULL OR locked_until < ?) ORDER BY next_attempt_at, id LIMIT ?) \
+             RETURNING *",
+        )
+        .bind(now.plus_secs(lock_secs).millis())
+        .bind(connector.to_string())
+        .bind(now.millis())
+        .bind(now.millis())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(outbox_from_row)
+        .collect()
+    }
+
+    async fn finish_outbox(
+        &self,
+        id: OutboxId,
+        result: &OutboxResult,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let _w = self.write_guard().await;
+        let q = match result {
+            OutboxResult::Delivered => sqlx::query(
+                "UPDATE outbox SET status = 'delivered', delivered_at = ?, locked_until = NULL, last_error = NULL WHERE id = ?",
+            )
+            .bind(now.millis()),
+            OutboxResult::Retry(at, why) => sqlx::query(
+                "UPDATE outbox SET next_attempt_at = ?, locked_until = NULL, last_error = ? WHERE id = ? AND status = 'pending'",
+            )
+            .bind(at.millis())
+            .bind(why.clone()),
+            OutboxResult::Failed(why) => {
+                sqlx::query("UPDATE outbox SET status = 'failed', locked_until = NULL, last_error = ? WHERE id = ?").bind(why.clone())
+            }
+        };
+        q.bind(id.to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn expire_outbox(&self, before: Timestamp, now: Timestamp) -> StoreResult<u64> {
+        let _w = self.write_guard().await;
+        Ok(sqlx::query(
+            "UPDATE outbox SET status = 'failed', last_error = COALESCE(last_error, '') || ' (maximum age reached)' \
+             WHERE status = 'pending' AND age_from < ? AND (locked_until IS NULL OR locked_until < ?)",
+        )
+        .bind(before.millis())
+        .bind(now.millis())
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn retry_outbox(&self, id: OutboxId, now: Timestamp) -> StoreResult<OutboxItem> {
+        let _w = self.write_guard().await;
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', next_attempt_at = ?, age_from = ?, locked_until = NULL \
+             WHERE id = ? AND status <> 'delivered' RETURNING *",
+        )
+        .bind(now.millis())
+        .bind(now.millis())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| outbox_from_row(&r))
+        .transpose()?
+        .ok_or(StoreError::NotFound)
+    }
+
+    async fn fail_connector_outbox(&self, connector: ConnectorId, why: &str) -> StoreResult<u64> {
+        let _w = self.write_guard().await;
+        Ok(sqlx::query("UPDATE outbox SET status = 'failed', last_error = ? WHERE connector_id = ? AND status = 'pending'")
+            .bind(why)
+            .bind(connector.to_string())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn prune_telephony_logs(&self, before: Timestamp, max_rows: u64) -> StoreResult<u64> {

@@ -412,7 +412,37 @@ impl FakeProvider {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// Replaces the script of answers.
+    pub fn answer(&self, answers: Vec<(u16, &str)>) {
+        *self.answers.lock().unwrap() = answers
+            .into_iter()
+            .map(|(s, b)| (s, b.to_owned()))
+            .collect();
+    }
+
     pub fn requests(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
+}
+
+/// Waits (polling the admin API) until an outbox item has `status`; returns it.
+pub async fn outbox_item(app_url: &str, admin_token: &str, status: &str) -> Value {
+    let client = reqwest::Client::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(res) = client
+                .get(format!("{app_url}/api/v1/outbox?status={status}"))
+                .bearer_auth(admin_token)
+                .send()
+                .await
+                && let Ok(v) = res.json::<Value>().await
+                && let Some(item) = v["items"].as_array().and_then(|a| a.first())
+            {
+                return item.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no outbox item became {status}"))
 }

@@ -10,6 +10,7 @@ mod connectors;
 mod dispose;
 mod helpers;
 mod openapi;
+mod outbox;
 mod popup;
 mod route;
 mod socket;

@@ -55,6 +55,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/connectors/{id}/teams"),
     ("get", "/api/v1/activities"),
     ("get", "/api/v1/telephony-logs"),
+    ("get", "/api/v1/outbox"),
+    ("post", "/api/v1/outbox/{id}/retry"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
