@@ -425,10 +425,11 @@ impl FakeProvider {
     }
 }
 
-/// Waits (polling the admin API) until an outbox item has `status`; returns it.
+/// Waits (polling the admin API) until an outbox item has `status`; returns it. The
+/// wait covers a claim left by a killed process (its timeout + 30 s).
 pub async fn outbox_item(app_url: &str, admin_token: &str, status: &str) -> Value {
     let client = reqwest::Client::new();
-    tokio::time::timeout(Duration::from_secs(30), async {
+    tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             if let Ok(res) = client
                 .get(format!("{app_url}/api/v1/outbox?status={status}"))

@@ -102,3 +102,110 @@ async fn a_400_fails_the_item_at_once() {
     assert_eq!(failed["attempts"], 1);
     assert_eq!(provider.requests().len(), 1);
 }
+
+/// The real binary, started in `dir` on a free port; returns the child and its URL.
+async fn start_binary(dir: &std::path::Path, admin: &str) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_utc-gateway"))
+        .arg("serve")
+        .current_dir(dir)
+        .env("UTC__SERVER__LISTEN", "127.0.0.1:0")
+        .env(
+            "UTC__STORE__URL",
+            format!("sqlite://{}/utc.db", dir.display()),
+        )
+        .env("UTC__AUTH__ADMIN_TOKEN", admin)
+        .env("UTC__OUTBOX__INITIAL_BACKOFF_MS", "50")
+        .env("UTC__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(crate::helpers::WAIT, async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the gateway exited");
+            if let Some(url) = line.strip_prefix("utc-gateway listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the gateway did not start");
+    (child, url)
+}
+
+#[tokio::test]
+async fn a_disposition_accepted_before_a_sigkill_is_delivered_after_the_restart() {
+    let provider = FakeProvider::start(vec![(503, "down")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = "admin-kill-test";
+    let client = reqwest::Client::new();
+    let (mut first, url) = start_binary(dir.path(), admin).await;
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{url}{path}"))
+            .bearer_auth(admin)
+            .json(&body)
+            .send()
+    };
+    let c: Value = post("/api/v1/connectors", forward(&provider))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let u: Value = post(
+        "/api/v1/users",
+        json!({"name": "A", "email": "a@example.com", "phone_numbers": ["101"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let t: Value = post(
+        &format!("/api/v1/users/{}/tokens", u["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let popup: Value = client
+        .post(format!("{url}/v2/Telephony.svc/ShowAgentPopup?accessKey={}&secretKey={}", c["access_key"].as_str().unwrap(), c["secret_key"].as_str().unwrap()))
+        .body(r#"{"SourceNumber":"8611795988","DestinationNumber":"101","Direction":"Inbound","CallSessionId":"k-1"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let res = client
+        .post(format!("{url}/api/v1/dispositions"))
+        .bearer_auth(t["token"].as_str().unwrap())
+        .json(&json!({"popup_id": popup["Message"]["Id"], "value": "Interested"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+
+    first.kill().await.unwrap(); // SIGKILL: no shutdown, no flush
+    provider.answer(vec![(200, "ok")]);
+    let (_second, url2) = start_binary(dir.path(), admin).await;
+
+    let item = outbox_item(&url2, admin, "delivered").await;
+    let accepted: Vec<_> = provider
+        .requests()
+        .into_iter()
+        .filter(|r| r.headers["idempotency-key"] == item["id"].as_str().unwrap())
+        .collect();
+    assert!(!accepted.is_empty());
+    let body: Value = serde_json::from_str(&accepted.last().unwrap().body).unwrap();
+    assert_eq!(body["session"], "k-1");
+}
