@@ -75,14 +75,15 @@ async fn pass(
     Ok(())
 }
 
-/// The delay before attempt `attempts + 1`: initial × 2^(attempts−1), capped, ±20 %.
+/// The delay before attempt `attempts + 1`: initial × 2^(attempts−1) with ±20 % jitter,
+/// never over the maximum.
 pub fn backoff(initial_ms: u64, max_secs: u64, attempts: i64) -> Duration {
     let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
     let base = initial_ms
         .saturating_mul(1u64 << exp)
         .min(max_secs.saturating_mul(1000));
     let jitter: f64 = rand::rng().random_range(0.8..=1.2);
-    Duration::from_millis((base as f64 * jitter) as u64)
+    Duration::from_millis(((base as f64 * jitter) as u64).min(max_secs.saturating_mul(1000)))
 }
 
 fn retryable(a: &ProviderAnswer) -> bool {
