@@ -313,3 +313,33 @@ async fn a_later_outbound_popup_to_the_clicked_number_takes_the_clicked_lead() {
     assert_eq!(out["Message"]["LeadId"], lead.as_str());
     assert_ne!(out["Message"]["LeadId"], newer.as_str());
 }
+
+#[tokio::test]
+async fn the_socket_command_places_the_call_and_answers_with_a_result() {
+    let provider = FakeProvider::start(vec![(200, "queued")]).await;
+    let (app, connector, token, lead, _) =
+        setup(json!({"url": provider.url("/call?to=@customerNumber"), "method": "GET"})).await;
+    let (mut tab, _) = app.agent_socket(&token, None).await;
+
+    tab.send(json!({"type": "click_to_call", "req": "c1", "lead_id": lead, "virtual_number": null, "opportunity_id": null, "number": null})).await;
+    let ok = tab.expect("result").await;
+    tab.send(json!({"type": "click_to_call", "req": "c2", "lead_id": lead}))
+        .await;
+    let again = tab.expect("result").await;
+
+    assert_eq!(
+        (ok["req"].clone(), ok["ok"].clone()),
+        (json!("c1"), json!(true)),
+        "{ok}"
+    );
+    assert_eq!(ok["data"]["connector_id"], connector.as_str());
+    assert_eq!(ok["data"]["provider_body"], "queued");
+    assert_eq!(
+        (again["ok"].clone(), again["error"]["code"].clone()),
+        (json!(false), json!("rate_limited"))
+    );
+    assert_eq!(
+        provider.requests()[0].query,
+        vec![("to".to_owned(), "8611795988".to_owned())]
+    );
+}
