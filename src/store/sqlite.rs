@@ -549,6 +549,15 @@ async fn write_lead(
     Ok(())
 }
 
+/// [`StoreError::NotFound`] unless the connector exists.
+async fn require_connector(conn: &mut SqliteConnection, id: ConnectorId) -> StoreResult<()> {
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    exists.map(|_| ()).ok_or(StoreError::NotFound)
+}
+
 /// Leads holding `number`, most recently updated first, then by id.
 async fn select_by_number(
     conn: &mut SqliteConnection,
@@ -1037,13 +1046,7 @@ impl super::Store for SqliteStore {
 
     async fn set_default_connector(&self, id: ConnectorId) -> StoreResult<Connector> {
         let mut tx = self.immediate().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound);
-        }
+        require_connector(&mut tx, id).await?;
         // clear first: the unique index allows one default at any time
         sqlx::query("UPDATE connectors SET is_default = 0 WHERE is_default = 1 AND id <> ?")
             .bind(id.to_string())
@@ -1081,13 +1084,7 @@ impl super::Store for SqliteStore {
 
     async fn set_connector_teams(&self, id: ConnectorId, teams: &[TeamId]) -> StoreResult<()> {
         let mut tx = self.immediate().await?;
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM connectors WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound);
-        }
+        require_connector(&mut tx, id).await?;
         sqlx::query("DELETE FROM team_connectors WHERE connector_id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)
