@@ -15,8 +15,8 @@ use crate::service::directory::{
 };
 use crate::state::AppState;
 use crate::store::{
-    ActivityFilter, Cursor, LeadFilter, OutboxItem, Page, PageRequest, StoreError,
-    TelephonyLogFilter, TelephonyLogRow, VirtualNumber,
+    ActivityFilter, Cursor, OutboxItem, Page, PageRequest, StoreError, TelephonyLogFilter,
+    TelephonyLogRow, VirtualNumber,
 };
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -301,27 +301,20 @@ async fn list_leads(
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<LeadQuery>,
 ) -> ApiResult {
-    let mut page = PageQuery {
+    let page = PageQuery {
         limit: q.limit,
         cursor: q.cursor.clone(),
     }
     .page()?;
-    let filter = match (&q.phone, &q.q) {
-        (Some(p), _) => LeadFilter::Number(dir::search_number(&s, "phone", p)?),
-        (None, Some(term)) => {
-            page.limit = page.limit.min(20);
-            match dir::search_number(&s, "q", term) {
-                Ok(n) => LeadFilter::Number(n),
-                Err(_) if term.trim().is_empty() => {
-                    return Err(ApiError::validation("q", "q must not be empty"));
-                }
-                Err(_) => LeadFilter::Prefix(term.trim().to_owned()),
-            }
-        }
-        (None, None) if matches!(caller, Caller::Admin) => LeadFilter::All,
-        (None, None) => return Err(ApiError::validation("q", "agents search leads with q")),
-    };
-    Ok(ok(s.store.list_leads(&filter, &page).await?))
+    let admin = matches!(caller, Caller::Admin);
+    Ok(ok(dir::search_leads(
+        &s,
+        q.phone.as_deref(),
+        q.q.as_deref(),
+        admin,
+        page,
+    )
+    .await?))
 }
 
 /// SPEC 9 — `POST /api/v1/leads`.

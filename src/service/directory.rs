@@ -373,6 +373,39 @@ pub async fn patch_lead(
     Ok(state.store.update_lead(id, &w).await?)
 }
 
+/// Lists or searches leads (SPEC 6): `phone` (any format) finds every lead holding the
+/// number; the agent's `q` is an exact number match when it reads as a number, else a
+/// case-insensitive prefix of first name, last name or email, at most 20 results;
+/// without either, admins list every lead and agents are asked for `q`.
+///
+/// # Errors
+/// [`DirectoryError::Invalid`] naming `phone` or `q`; store failures.
+pub async fn search_leads(
+    state: &AppState,
+    phone: Option<&str>,
+    q: Option<&str>,
+    admin: bool,
+    mut page: crate::store::PageRequest,
+) -> Result<crate::store::Page<Lead>, DirectoryError> {
+    use crate::store::LeadFilter;
+    let filter = match (phone, q) {
+        (Some(p), _) => LeadFilter::Number(search_number(state, "phone", p)?),
+        (None, Some(term)) => {
+            page.limit = page.limit.min(20);
+            match search_number(state, "q", term) {
+                Ok(n) => LeadFilter::Number(n),
+                Err(_) if term.trim().is_empty() => {
+                    return Err(invalid("q", "q must not be empty"));
+                }
+                Err(_) => LeadFilter::Prefix(term.trim().to_owned()),
+            }
+        }
+        (None, None) if admin => LeadFilter::All,
+        (None, None) => return Err(invalid("q", "agents search leads with q")),
+    };
+    Ok(state.store.list_leads(&filter, &page).await?)
+}
+
 /// Reads a phone-number search term with the default country.
 ///
 /// # Errors
