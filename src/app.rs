@@ -191,6 +191,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(routes::admin::router())
         .merge(routes::ops::router())
         .merge(routes::sso::router())
+        .merge(routes::web::router())
 }
 
 #[derive(utoipa::OpenApi)]

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod ops;
 pub mod provider;
 pub mod sso;
+pub mod web;
 
 use crate::domain::disposition::DispositionError;
 use crate::error::ApiError;

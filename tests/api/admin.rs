@@ -326,3 +326,38 @@ async fn unknown_routes_and_methods_answer_in_the_surface_shape() {
     let res = app.client.get(app.url("/ws")).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 426);
 }
+
+#[tokio::test]
+async fn the_console_is_served_without_referrer_and_with_a_strict_policy() {
+    let app = spawn_app().await;
+
+    let res = app.client.get(app.url("/?sso=abc")).send().await.unwrap();
+
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+    assert!(
+        res.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    let html = res.text().await.unwrap();
+    assert!(html.contains("/assets/console.js"));
+    let js = app
+        .client
+        .get(app.url("/assets/console.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        js.contains("history.replaceState"),
+        "the one-time key leaves the address bar"
+    );
+    assert!(
+        !js.contains("innerHTML"),
+        "server values are inserted as text only"
+    );
+}

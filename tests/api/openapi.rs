@@ -61,6 +61,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
+    ("get", "/"),
+    ("get", "/assets/console.js"),
+    ("get", "/assets/style.css"),
 ];
 
 fn operations(doc: &Value) -> Vec<(String, String)> {

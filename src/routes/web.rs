@@ -1,0 +1,56 @@
+//! The agent console (`GET /`, SPEC 3), served from `web/` and embedded in the binary,
+//! with `Referrer-Policy: no-referrer` and a strict content security policy.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+const INDEX: &str = include_str!("../../web/index.html");
+const CONSOLE_JS: &str = include_str!("../../web/console.js");
+const STYLE: &str = include_str!("../../web/style.css");
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; \
+                   img-src 'self' data:; media-src *; frame-src *; base-uri 'none'; form-action 'self'";
+
+/// Web routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_console))
+        .routes(routes!(get_console_js))
+        .routes(routes!(get_style))
+}
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// SPEC 3 — `GET /`: the agent console.
+#[utoipa::path(get, path = "/", tag = "web", responses((status = 200, body = String, content_type = "text/html", description = "the agent console")))]
+async fn get_console() -> Response {
+    page("text/html; charset=utf-8", INDEX)
+}
+
+/// The console's script.
+#[utoipa::path(get, path = "/assets/console.js", tag = "web", responses((status = 200, body = String, content_type = "text/javascript", description = "script")))]
+async fn get_console_js() -> Response {
+    page("text/javascript; charset=utf-8", CONSOLE_JS)
+}
+
+/// The pages' style sheet.
+#[utoipa::path(get, path = "/assets/style.css", tag = "web", responses((status = 200, body = String, content_type = "text/css", description = "style sheet")))]
+async fn get_style() -> Response {
+    page("text/css; charset=utf-8", STYLE)
+}
