@@ -134,7 +134,8 @@ function send(frame) {
 }
 
 function onFrame(f) {
-  if (f.seq != null) {
+  // ready carries the current seq (not an event of its own): only events are deduplicated
+  if (f.seq != null && f.type !== "ready") {
     if (state.seen.has(f.seq)) return; // replayed and live frames may interleave
     state.seen.add(f.seq);
     state.lastSeq = Math.max(state.lastSeq || 0, f.seq);
