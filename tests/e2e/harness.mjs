@@ -11,7 +11,8 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 export const artifacts = join(here, "artifacts");
 mkdirSync(artifacts, { recursive: true });
-const bin = process.env.UTC_BIN || join(here, "..", "..", "target", "debug", "utc-gateway");
+const targetDir = process.env.CARGO_TARGET_DIR || join(here, "..", "..", "target");
+const bin = process.env.UTC_BIN || join(targetDir, "debug", "utc-gateway");
 
 export async function freePort() {
   const s = createServer();
