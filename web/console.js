@@ -4,7 +4,6 @@
 // Every value from the server is inserted as text, never as HTML.
 "use strict";
 
-const $ = (sel, root = document) => root.querySelector(sel);
 const state = {
   token: localStorage.getItem("utc.token"),
   user: null,
@@ -18,10 +17,6 @@ const state = {
   reqNo: 0,
 };
 
-function text(el, value) {
-  el.textContent = value == null || value === "" ? "—" : String(value);
-}
-
 function setConn(kind) {
   const el = $("#conn");
   el.className = "conn " + kind;
@@ -34,19 +29,8 @@ function leadName(lead) {
   return name || lead.phone || lead.mobile || "Unnamed lead";
 }
 
-async function api(path, options = {}) {
-  const res = await fetch(path, {
-    ...options,
-    headers: { "content-type": "application/json", authorization: "Bearer " + state.token, ...(options.headers || {}) },
-  });
-  const body = res.status === 204 ? null : await res.json().catch(() => null);
-  if (!res.ok) {
-    const err = new Error((body && body.error && body.error.message) || res.statusText);
-    err.status = res.status;
-    err.body = body;
-    throw err;
-  }
-  return body;
+function api(path, options = {}) {
+  return request(state.token, path, options);
 }
 
 // ---------------------------------------------------------------- sign in
@@ -247,7 +231,7 @@ function renderPopup(entry) {
   recent.replaceChildren();
   for (const a of p.recent_calls || []) {
     const li = document.createElement("li");
-    li.textContent = [a.kind === "inbound_call" ? "In" : "Out", a.status, a.started_at && new Date(a.started_at).toLocaleString(), a.duration_secs != null && a.duration_secs + " s"]
+    li.textContent = [a.kind === "inbound_call" ? "In" : "Out", a.status, a.started_at && when(a.started_at), a.duration_secs != null && a.duration_secs + " s"]
       .filter(Boolean)
       .join(" · ");
     recent.append(li);

@@ -768,6 +768,23 @@ async fn list_telephony_logs(
         cursor: q.cursor.clone(),
     }
     .page()?;
+    one_of(
+        "endpoint",
+        q.endpoint.as_deref(),
+        &[
+            "agent_popup",
+            "call_log",
+            "call_route",
+            "sso",
+            "click_to_call",
+            "disposition_forward",
+        ],
+    )?;
+    one_of(
+        "outcome",
+        q.outcome.as_deref(),
+        &["ok", "duplicate", "rejected", "failed"],
+    )?;
     let filter = TelephonyLogFilter {
         connector_id: q
             .connector_id
@@ -810,14 +827,11 @@ async fn list_outbox(
         cursor: q.cursor.clone(),
     }
     .page()?;
-    if let Some(st) = q.status.as_deref()
-        && !matches!(st, "pending" | "failed" | "delivered")
-    {
-        return Err(ApiError::validation(
-            "status",
-            "status must be pending, failed or delivered",
-        ));
-    }
+    one_of(
+        "status",
+        q.status.as_deref(),
+        &["pending", "failed", "delivered"],
+    )?;
     Ok(ok(s.store.list_outbox(q.status.as_deref(), &page).await?))
 }
 
@@ -836,4 +850,15 @@ async fn retry_outbox(_: Admin, State(s): State<AppState>, Path(raw): Path<Strin
         .map_err(store_404("outbox item"))?;
     s.outbox_wake.notify_one();
     Ok(ok(item))
+}
+
+/// A query value that must be one of `allowed` when given (422 naming the parameter).
+fn one_of(field: &'static str, value: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
+    match value {
+        Some(v) if !allowed.contains(&v) => Err(ApiError::validation(
+            field,
+            format!("{field} must be one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
 }

@@ -1,5 +1,6 @@
-//! The agent console (`GET /`, SPEC 3), served from `web/` and embedded in the binary,
-//! with `Referrer-Policy: no-referrer` and a strict content security policy.
+//! The agent console (`GET /`, SPEC 3) and the admin page (`GET /admin`), served from
+//! `web/` and embedded in the binary, with `Referrer-Policy: no-referrer` and a strict
+//! content security policy.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,10 @@ use utoipa_axum::routes;
 use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../web/index.html");
+const ADMIN: &str = include_str!("../../web/admin.html");
+const COMMON_JS: &str = include_str!("../../web/common.js");
 const CONSOLE_JS: &str = include_str!("../../web/console.js");
+const ADMIN_JS: &str = include_str!("../../web/admin.js");
 const STYLE: &str = include_str!("../../web/style.css");
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; \
@@ -19,7 +23,10 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; conn
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_console))
+        .routes(routes!(get_admin))
+        .routes(routes!(get_common_js))
         .routes(routes!(get_console_js))
+        .routes(routes!(get_admin_js))
         .routes(routes!(get_style))
 }
 
@@ -41,6 +48,24 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
 #[utoipa::path(get, path = "/", tag = "web", responses((status = 200, body = String, content_type = "text/html", description = "the agent console")))]
 async fn get_console() -> Response {
     page("text/html; charset=utf-8", INDEX)
+}
+
+/// SPEC 6 — `GET /admin`: the admin page (it signs in with the admin token).
+#[utoipa::path(get, path = "/admin", tag = "web", responses((status = 200, body = String, content_type = "text/html", description = "the admin page")))]
+async fn get_admin() -> Response {
+    page("text/html; charset=utf-8", ADMIN)
+}
+
+/// Helpers shared by both pages.
+#[utoipa::path(get, path = "/assets/common.js", tag = "web", responses((status = 200, body = String, content_type = "text/javascript", description = "script")))]
+async fn get_common_js() -> Response {
+    page("text/javascript; charset=utf-8", COMMON_JS)
+}
+
+/// The admin page's script.
+#[utoipa::path(get, path = "/assets/admin.js", tag = "web", responses((status = 200, body = String, content_type = "text/javascript", description = "script")))]
+async fn get_admin_js() -> Response {
+    page("text/javascript; charset=utf-8", ADMIN_JS)
 }
 
 /// The console's script.

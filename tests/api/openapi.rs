@@ -62,7 +62,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/api/openapi.json"),
     ("get", "/"),
+    ("get", "/admin"),
+    ("get", "/assets/common.js"),
     ("get", "/assets/console.js"),
+    ("get", "/assets/admin.js"),
     ("get", "/assets/style.css"),
 ];
 

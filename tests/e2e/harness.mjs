@@ -81,15 +81,15 @@ export async function provider(url, connector, path, body) {
 }
 
 /** A local HTTP server playing the provider; records every request. */
-export async function fakeProvider() {
+export async function fakeProvider({ status = 200 } = {}) {
   const received = [];
   const server = createServer((req, res) => {
     let body = "";
     req.on("data", (d) => (body += d));
     req.on("end", () => {
       received.push({ method: req.method, url: req.url, body });
-      res.writeHead(200, { "content-type": "text/plain" });
-      res.end("queued");
+      res.writeHead(status, { "content-type": "text/plain" });
+      res.end(status < 400 ? "queued" : "refused: unknown agent");
     });
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
