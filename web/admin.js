@@ -12,7 +12,9 @@ const admin = {
   current: null, // selected connector id
   secrets: new Map(), // connector id -> secret key, shown once after create/clone/rotate
   logCursor: null,
+  logTurn: 0, // the latest telephony-log request; older answers are dropped
   outboxCursor: null,
+  outboxTurn: 0,
 };
 
 const api = (path, options) => request(admin.token, path, options);
@@ -593,8 +595,9 @@ async function loadLogs(reset) {
   for (const name of ["connector_id", "endpoint", "outcome", "call_session_id"]) if (form[name].value.trim()) q.set(name, form[name].value.trim());
   for (const name of ["since", "until"]) if (form[name].value) q.set(name, isoOf(form[name].value));
   if (admin.logCursor) q.set("cursor", admin.logCursor);
+  const turn = ++admin.logTurn;
   const page = await attempt(form, () => api("/api/v1/telephony-logs?" + q));
-  if (!page) return;
+  if (!page || turn !== admin.logTurn) return; // a newer request is on its way
   admin.logCursor = page.next_cursor;
   const rows = page.items.map(logRow);
   if (reset) $("#log-rows").replaceChildren(...rows);
@@ -631,8 +634,9 @@ async function loadOutbox(reset) {
   const q = new URLSearchParams({ limit: "100" });
   if (form.status.value) q.set("status", form.status.value);
   if (admin.outboxCursor) q.set("cursor", admin.outboxCursor);
+  const turn = ++admin.outboxTurn;
   const page = await attempt(null, () => api("/api/v1/outbox?" + q));
-  if (!page) return;
+  if (!page || turn !== admin.outboxTurn) return; // a newer request is on its way
   admin.outboxCursor = page.next_cursor;
   const rows = page.items.map(outboxRow);
   if (reset) $("#outbox-rows").replaceChildren(...rows);

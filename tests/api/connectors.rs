@@ -263,6 +263,16 @@ async fn telephony_logs_filter_paginate_and_are_pruned_by_count() {
         .admin_get("/api/v1/telephony-logs?call_session_id=s1")
         .await;
     assert_eq!(one["items"].as_array().unwrap().len(), 1);
+    for (query, field) in [("endpoint=popup", "endpoint"), ("outcome=error", "outcome")] {
+        let (status, out) = app
+            .admin(
+                Method::GET,
+                &format!("/api/v1/telephony-logs?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!((status, &out["error"]["field"]), (422, &json!(field)));
+    }
 
     let pruned = utc_gateway::service::tlog::prune(&app.state).await.unwrap();
 
