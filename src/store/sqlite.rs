@@ -998,7 +998,7 @@ impl super::Store for SqliteStore {
             Some(true) => {
                 sqlx::query(
                     "UPDATE connectors SET is_default = 1 WHERE id = \
-                     (SELECT id FROM connectors ORDER BY created_at, id LIMIT 1)",
+                     (SELECT id FROM connectors ORDER BY created_at, rowid LIMIT 1)",
                 )
                 .execute(&mut *tx)
                 .await?;
@@ -1135,7 +1135,7 @@ impl super::Store for SqliteStore {
         &self,
         connector: ConnectorId,
     ) -> StoreResult<Vec<VirtualNumber>> {
-        sqlx::query("SELECT * FROM virtual_numbers WHERE connector_id = ? ORDER BY created_at, id")
+        sqlx::query("SELECT * FROM virtual_numbers WHERE connector_id = ? ORDER BY created_at, rowid")
             .bind(connector.to_string())
             .fetch_all(&self.pool)
             .await?
@@ -1318,7 +1318,7 @@ impl super::Store for SqliteStore {
                (SELECT tc.connector_id FROM team_members tm JOIN team_connectors tc ON tc.team_id = tm.team_id WHERE tm.user_id = ?1) \
              OR (c.is_default = 1 AND NOT EXISTS \
                (SELECT 1 FROM team_members tm JOIN team_connectors tc ON tc.team_id = tm.team_id WHERE tm.user_id = ?1)) \
-             ORDER BY c.created_at, c.id",
+             ORDER BY c.created_at, c.rowid",
         )
         .bind(user.to_string())
         .fetch_all(&self.pool)
