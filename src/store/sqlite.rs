@@ -1135,13 +1135,15 @@ impl super::Store for SqliteStore {
         &self,
         connector: ConnectorId,
     ) -> StoreResult<Vec<VirtualNumber>> {
-        sqlx::query("SELECT * FROM virtual_numbers WHERE connector_id = ? ORDER BY created_at, rowid")
-            .bind(connector.to_string())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(vn_from_row)
-            .collect()
+        sqlx::query(
+            "SELECT * FROM virtual_numbers WHERE connector_id = ? ORDER BY created_at, rowid",
+        )
+        .bind(connector.to_string())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(vn_from_row)
+        .collect()
     }
 
     async fn retag_virtual_number(
