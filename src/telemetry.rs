@@ -71,6 +71,10 @@ fn describe() {
         "utc_popup_frames_total",
         "Popup frames queued to agent sockets"
     );
+    metrics::describe_histogram!(
+        "utc_popup_round_trip_seconds",
+        "Popup round trip: provider request accepted -> frame written to the agent's socket"
+    );
     metrics::describe_counter!("utc_dispositions_total", "Dispositions by result");
     metrics::describe_gauge!("utc_ws_sockets", "Open agent sockets on this node");
     metrics::describe_counter!(

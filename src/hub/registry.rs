@@ -3,7 +3,7 @@
 //! closed (1013) instead of slowing the others.
 
 use super::protocol::close;
-use super::session::SessionHandle;
+use super::session::{Outgoing, SessionHandle};
 use crate::domain::ids::UserId;
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
@@ -52,6 +52,12 @@ impl Hub {
 
     /// Queues `frame` to every socket of `user`; returns how many accepted it.
     pub fn send(&self, user: UserId, frame: &Utf8Bytes) -> usize {
+        self.send_timed(user, frame, 0)
+    }
+
+    /// [`Hub::send`] for a frame whose round trip is measured from `born`
+    /// ([`super::session::clock_us`] of when its request was accepted).
+    pub fn send_timed(&self, user: UserId, frame: &Utf8Bytes, born: u64) -> usize {
         let Some(sessions) = self.sessions.get(&user) else {
             return 0;
         };
@@ -60,7 +66,10 @@ impl Hub {
             if s.closer.is_closed() {
                 continue;
             }
-            match s.tx.try_send(frame.clone()) {
+            match s.tx.try_send(Outgoing {
+                text: frame.clone(),
+                born,
+            }) {
                 Ok(()) => sent += 1,
                 Err(TrySendError::Full(_)) => s.closer.close(close::SLOW_CONSUMER),
                 Err(TrySendError::Closed(_)) => {}
@@ -71,7 +80,7 @@ impl Hub {
 
     /// Queues `frame` to one session (a `result`, `error` or `pong`).
     pub fn send_one(handle: &SessionHandle, frame: Utf8Bytes) {
-        if let Err(TrySendError::Full(_)) = handle.tx.try_send(frame) {
+        if let Err(TrySendError::Full(_)) = handle.tx.try_send(frame.into()) {
             handle.closer.close(close::SLOW_CONSUMER);
         }
     }

@@ -5,9 +5,9 @@
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -43,13 +43,37 @@ impl Closer {
     }
 }
 
+/// A frame queued to a socket. `born` is when the provider request that caused it was
+/// accepted ([`clock_us`]; 0 for frames nobody times): the writer records the popup
+/// round trip (accepted -> written to the socket) from it.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The frame.
+    pub text: Utf8Bytes,
+    /// Accepted at, in µs on the process clock; 0: not timed.
+    pub born: u64,
+}
+
+impl From<Utf8Bytes> for Outgoing {
+    fn from(text: Utf8Bytes) -> Self {
+        Self { text, born: 0 }
+    }
+}
+
+/// `at` in µs since the process clock's start (never 0), for [`Outgoing::born`].
+pub fn clock_us(at: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| Instant::now() - Duration::from_secs(1));
+    u64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(u64::MAX)
+}
+
 /// The hub's handle on one socket.
 #[derive(Clone, Debug)]
 pub struct SessionHandle {
     /// Unique per node.
     pub id: u64,
     /// The bounded queue to the writer.
-    pub tx: mpsc::Sender<Utf8Bytes>,
+    pub tx: mpsc::Sender<Outgoing>,
     /// Closes the socket.
     pub closer: Arc<Closer>,
 }
@@ -86,24 +110,28 @@ pub async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16) {
 /// dropping the connection.
 pub async fn run_writer(
     mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Utf8Bytes>,
+    mut rx: mpsc::Receiver<Outgoing>,
     closer: Arc<Closer>,
     heartbeat: Duration,
 ) {
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     loop {
-        let msg = tokio::select! {
+        let (msg, born) = tokio::select! {
             biased;
             () = closer.closed() => break,
             m = rx.recv() => match m {
-                Some(text) => Message::Text(text),
+                Some(out) => (Message::Text(out.text), out.born),
                 None => break,
             },
-            _ = ping.tick() => Message::Ping(axum::body::Bytes::new()),
+            _ = ping.tick() => (Message::Ping(axum::body::Bytes::new()), 0),
         };
         tokio::select! {
             r = sink.send(msg) => if r.is_err() { closer.close(0); break },
             () = closer.closed() => break,
+        }
+        if born != 0 {
+            let micros = clock_us(Instant::now()).saturating_sub(born);
+            metrics::histogram!("utc_popup_round_trip_seconds").record(micros as f64 / 1e6);
         }
     }
     let code = closer.code();

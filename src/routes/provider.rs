@@ -498,6 +498,7 @@ async fn show_agent_popup_alias(state: State<AppState>, req: Request) -> Respons
 #[utoipa::path(post, path = "/v2/Telephony.svc/ShowAgentPopup", tag = "provider", request_body = AgentPopupBody, responses((status = 200, body = PopupEnvelope, description = "the popup"), (status = 401, body = crate::error::ProviderErrorBody, description = "bad keys"), (status = 404, body = crate::error::ProviderErrorBody, description = "unknown UserId/LeadId/OpportunityId"), (status = 422, body = crate::error::ProviderErrorBody, description = "a field is missing or invalid"), (status = 429, body = crate::error::ProviderErrorBody, description = "rate limited")), security(("connector_keys" = [])))]
 async fn show_agent_popup(State(state): State<AppState>, req: Request) -> Response {
     let (admitted, draft) = admit(&state, req).await;
+    let accepted = draft.started;
     let result = async {
         let a = admitted?;
         let s = &a.connector.settings;
@@ -511,7 +512,7 @@ async fn show_agent_popup(State(state): State<AppState>, req: Request) -> Respon
                 s.timezone,
             )?,
         };
-        let answer = popup::show(&state, &a.connector, event)
+        let answer = popup::show(&state, &a.connector, event, accepted)
             .await
             .map_err(popup_error)?;
         Ok((

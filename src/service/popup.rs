@@ -163,7 +163,7 @@ pub async fn resolve_lead(
 }
 
 /// Handles an agent-popup notification for `connector` (already authenticated and
-/// parsed).
+/// parsed), accepted at `accepted` (the popup round trip is measured from it).
 ///
 /// # Errors
 /// [`PopupError`] naming what is unknown or unavailable.
@@ -171,6 +171,7 @@ pub async fn show(
     state: &AppState,
     connector: &Connector,
     e: CallEvent,
+    accepted: std::time::Instant,
 ) -> Result<PopupAnswer, PopupError> {
     if !connector.settings.popup.enabled {
         metrics::counter!("utc_popups_total", "result" => "disabled").increment(1);
@@ -236,9 +237,10 @@ pub async fn show(
         candidates: Some(candidates),
     };
     let body = popup_json(state, view).await?;
-    let delivered = state.hub.send(
+    let delivered = state.hub.send_timed(
         agent.id,
         &protocol::event(kind, record.seq, &json!({ "popup": body })),
+        crate::hub::session::clock_us(accepted),
     );
     metrics::counter!("utc_popup_frames_total").increment(delivered as u64);
     if delivered > 0 && record.state == PopupState::Queued {

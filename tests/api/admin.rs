@@ -289,6 +289,65 @@ async fn metrics_are_prometheus_text_without_ids_or_keys() {
     }
 }
 
+/// The value of an unlabelled sample (`name value`) in Prometheus text, 0 when absent;
+/// every other line must parse as a sample, a `# HELP`/`# TYPE` comment or be empty.
+fn sample(text: &str, name: &str) -> f64 {
+    let mut found = 0.0;
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample line");
+        let value: f64 = value.parse().expect("a numeric sample value");
+        assert!(
+            series
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_'),
+            "{line}"
+        );
+        if series == name {
+            found = value;
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_popup_round_trip_histogram_counts_the_frames_written() {
+    let app = spawn_app().await;
+    let c = app.connector().await;
+    let (_, token) = app.agent("asha@example.com", &["101"]).await;
+    let (mut tab1, _) = app.agent_socket(&token, None).await;
+    let (mut tab2, _) = app.agent_socket(&token, None).await;
+    let scrape = || async {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(&text, "utc_popup_round_trip_seconds_count")
+    };
+    let before = scrape().await;
+
+    for i in 0..3 {
+        app.popup(&c, "8611795988", "101", &format!("rtt-{i}"))
+            .await;
+        tab1.expect("popup").await;
+        tab2.expect("popup").await;
+    }
+
+    // other tests in this binary may add to the same process-wide histogram
+    assert!(
+        scrape().await - before >= 6.0,
+        "3 popups written to 2 sockets"
+    );
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_in_the_surface_shape() {
     let app = spawn_app().await;
