@@ -249,6 +249,47 @@ async fn health_and_readiness_need_no_token() {
 }
 
 #[tokio::test]
+async fn a_store_that_cannot_commit_makes_readyz_503_and_provider_requests_503_accepting_nothing() {
+    use sqlx::Connection as _;
+    let app = spawn_app().await;
+    let c = app.connector().await;
+    app.agent("asha@example.com", &["101"]).await;
+    // another process holds the database's write lock
+    let mut locker = sqlx::SqliteConnection::connect(&app.settings.store.url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let (status, out) = app
+        .post_popup(&c, r#"{"SourceNumber":"8611795988","DestinationNumber":"101","Direction":"Inbound","CallSessionId":"locked"}"#)
+        .await;
+
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(
+        (&body["status"], &body["store"]),
+        (&json!("unavailable"), &json!("down"))
+    );
+    assert_eq!(
+        (status, &out["ExceptionType"]),
+        (503, &json!("ServiceUnavailable")),
+        "{out}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    assert_eq!(app.lead_count().await, 0, "nothing was accepted");
+    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status().as_u16(),
+        200,
+        "ready again once the lock is gone"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_closes_sockets_with_1001_and_readiness_fails() {
     let app = spawn_app().await;
     let (_, token) = app.agent("asha@example.com", &["101"]).await;
