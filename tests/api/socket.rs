@@ -137,6 +137,42 @@ async fn too_many_sockets_for_one_user_closes_the_newest_with_4429() {
 }
 
 #[tokio::test]
+async fn past_the_node_socket_cap_an_upgrade_is_refused_with_503() {
+    let app = spawn_app_with(|s| s.ws.max_sockets = 2).await;
+    let (_, asha) = app.agent("asha@example.com", &["101"]).await;
+    let (_, ravi) = app.agent("ravi@example.com", &["102"]).await;
+    let _a = app.agent_socket(&asha, None).await;
+    let _b = app.agent_socket(&ravi, None).await;
+
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr)).await;
+
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status().as_u16(), 503);
+            let body: serde_json::Value =
+                serde_json::from_slice(res.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "unavailable");
+        }
+        other => panic!("expected a 503 answer to the upgrade, got {other:?}"),
+    }
+    drop(_a);
+    // once a socket is gone, the next one gets in
+    tokio::time::timeout(crate::helpers::WAIT, async {
+        loop {
+            if tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a freed slot is reused");
+}
+
+#[tokio::test]
 async fn a_client_frame_over_the_size_limit_closes_the_socket_with_1008() {
     let app = spawn_app_with(|s| s.ws.max_message_bytes = 1024).await;
     let (_, token) = app.agent("asha@example.com", &["101"]).await;
