@@ -276,6 +276,9 @@ fn is_provider_path(path: &str) -> bool {
     path.starts_with("/v2/") || path.starts_with("/api/v1/telephony/") || path == "/api/v1/sso"
 }
 
+/// The lead import: its own body limit (`import.max_bytes`) and no request timeout.
+const IMPORT_PATH: &str = "/api/v1/leads/import";
+
 /// Per-request middleware: body limit, request timeout (503 in the surface's shape) and
 /// a request log line with the path only — never the query string, which may hold keys.
 async fn surface(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -290,7 +293,9 @@ async fn surface(State(state): State<AppState>, mut req: Request, next: Next) ->
     req.extensions_mut()
         .insert(BodyLimit(state.settings.server.max_body_bytes));
     let limit = Duration::from_secs(state.settings.server.request_timeout_secs);
-    let res = if path == "/ws" {
+    // The socket lives for hours; a lead import takes as long as its file (it is bounded
+    // by `import.max_bytes` instead, and commits batch by batch).
+    let res = if path == "/ws" || path == IMPORT_PATH {
         next.run(req).await
     } else {
         match tokio::time::timeout(limit, next.run(req)).await {

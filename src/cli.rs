@@ -1,6 +1,10 @@
-//! Command line: `serve` (the default) and `token --user <email>`.
+//! Command line: `serve` (the default), `token --user <email>`, `import-leads <file>`
+//! and `simulate` (a provider played against a running gateway).
 
-use clap::{Parser, Subcommand};
+pub mod import_leads;
+pub mod simulate;
+
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// utc-gateway: a real-time telephony-to-CRM gateway.
@@ -26,4 +30,24 @@ pub enum Command {
         #[arg(long)]
         user: String,
     },
+    /// Import leads from a CSV or NDJSON file straight into the configured store
+    /// (SPEC 6 "Lead import"); exits 0 once the file is read, even with refused rows.
+    ImportLeads {
+        /// The file.
+        file: PathBuf,
+        /// Its format (default: from the extension: .csv, or .ndjson / .jsonl).
+        #[arg(long, value_enum)]
+        format: Option<ImportFileFormat>,
+    },
+    /// Play a telephony provider against a running gateway: popups, then call logs.
+    Simulate(Box<simulate::SimulateArgs>),
+}
+
+/// `--format` of `import-leads`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ImportFileFormat {
+    /// A header row of lead field names, then one lead per row.
+    Csv,
+    /// One lead JSON object per line.
+    Ndjson,
 }

@@ -343,6 +343,7 @@ impl Settings {
             ("ws.max_message_bytes", self.ws.max_message_bytes),
             ("ws.max_sockets_per_user", self.ws.max_sockets_per_user),
             ("server.max_body_bytes", self.server.max_body_bytes),
+            ("import.max_bytes", self.import.max_bytes),
         ] {
             if v == 0 {
                 bail!("{name} must be greater than 0");

@@ -10,11 +10,17 @@ use utc_gateway::config::Settings;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match Settings::load(cli.config.as_deref()) {
-        Err(e) => Err(e),
-        Ok(settings) => match cli.command.unwrap_or(Command::Serve) {
+    let result = match (cli.command, Settings::load(cli.config.as_deref())) {
+        // the simulator is a client of a gateway somewhere: it needs no settings
+        (Some(Command::Simulate(args)), _) => utc_gateway::cli::simulate::run(*args).await,
+        (_, Err(e)) => Err(e),
+        (command, Ok(settings)) => match command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,
             Command::Token { user } => token(settings, &user).await,
+            Command::ImportLeads { file, format } => {
+                utc_gateway::cli::import_leads::run(&settings, &file, format).await
+            }
+            Command::Simulate(args) => utc_gateway::cli::simulate::run(*args).await,
         },
     };
     match result {

@@ -13,13 +13,15 @@ use crate::service::directory::{
     self as dir, ConnectorRequest, LeadRequest, OpportunityRequest, UserRequest,
     VirtualNumberRequest,
 };
+use crate::service::import::{ImportFormat, ImportReport, Importer};
 use crate::state::AppState;
 use crate::store::{
     ActivityFilter, Cursor, OutboxItem, Page, PageRequest, StoreError, TelephonyLogFilter,
     TelephonyLogRow, VirtualNumber,
 };
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -38,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_teams, create_team))
         .routes(routes!(get_team, patch_team, delete_team))
         .routes(routes!(list_leads, create_lead))
+        .routes(routes!(import_leads))
         .routes(routes!(get_lead, patch_lead, delete_lead))
         .routes(routes!(list_opportunities, create_opportunity))
         .routes(routes!(
@@ -325,6 +328,90 @@ async fn create_lead(
     ApiJson(req): ApiJson<LeadRequest>,
 ) -> ApiResult {
     Ok(created(dir::create_lead(&s, req).await?))
+}
+
+/// SPEC 6 "Lead import" — `POST /api/v1/leads/import`: CSV or NDJSON, read as it
+/// arrives (never held whole) under `import.max_bytes`, not `server.max_body_bytes`.
+#[utoipa::path(post, path = "/api/v1/leads/import", tag = "leads",
+    request_body(description = "`text/csv`: a header row of lead field names (first_name, last_name, email, phone, mobile, secondary_numbers separated by `;`, owner_id, source, origin, stage, external_id) and `fields.<key>` for custom fields; or `application/x-ndjson`: one POST /api/v1/leads object per line. UTF-8. A row updates the lead with its external_id, else the only lead with its email (case-insensitive), else creates one; the fields it gives (non-empty cells, present keys) replace, the rest is kept.",
+        content(("text/csv"), ("application/x-ndjson"))),
+    responses((status = 200, body = ImportReport, description = "rows created, updated and failed; `errors[].row` is the line of the file the row starts on (the CSV header is line 1); the first 1000 errors"),
+        (status = 413, body = crate::error::ApiErrorBody, description = "payload_too_large: over import.max_bytes (batches of 500 rows written before the limit was reached stay)"),
+        (status = 415, body = crate::error::ApiErrorBody, description = "unsupported_media_type: neither text/csv nor application/x-ndjson in UTF-8"),
+        (status = 422, body = crate::error::ApiErrorBody, description = "validation_failed: the CSV header has an unknown, duplicate or unnamed column (field names it); nothing was imported")),
+    security(("admin_token" = [])))]
+async fn import_leads(
+    _: Admin,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    use futures_util::StreamExt as _;
+    let format = import_format(&headers)?;
+    let limit = s.settings.import.max_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(import_too_large(limit, None));
+    }
+    let mut importer = Importer::new(s.store.clone(), dir::default_country(&s), format);
+    let mut chunks = body.into_data_stream();
+    let mut read = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "the body could not be read",
+            )
+        })?;
+        read = read.saturating_add(chunk.len());
+        if read > limit {
+            return Err(import_too_large(limit, Some(importer.report())));
+        }
+        importer.push(&chunk).await?;
+    }
+    Ok(ok(importer.finish().await?))
+}
+
+/// The import format named by `Content-Type`: 415 `unsupported_media_type` for any
+/// other type or a charset other than UTF-8.
+fn import_format(headers: &HeaderMap) -> Result<ImportFormat, ApiError> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut parts = raw.split(';');
+    let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let utf8 = parts.all(|p| match p.split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            let v = v.trim().trim_matches('"');
+            v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
+    });
+    match essence.as_str() {
+        "text/csv" if utf8 => Ok(ImportFormat::Csv),
+        "application/x-ndjson" | "application/ndjson" if utf8 => Ok(ImportFormat::Ndjson),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send text/csv or application/x-ndjson, in UTF-8",
+        )),
+    }
+}
+
+/// 413 `payload_too_large`; `so_far` tells what the batches written before did.
+fn import_too_large(limit: usize, so_far: Option<&ImportReport>) -> ApiError {
+    let mut message = format!("the body is larger than import.max_bytes ({limit} bytes)");
+    if let Some(r) = so_far.filter(|r| r.created + r.updated + r.failed > 0) {
+        message.push_str(&format!(
+            "; rows before the limit were imported: {} created, {} updated, {} failed",
+            r.created, r.updated, r.failed
+        ));
+    }
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
 }
 
 /// SPEC 9 — `GET /api/v1/leads/{id}`.

@@ -26,6 +26,24 @@ impl From<DirectoryError> for ApiError {
     }
 }
 
+impl From<crate::service::import::ImportError> for ApiError {
+    fn from(e: crate::service::import::ImportError) -> Self {
+        use crate::service::import::ImportError as E;
+        match e {
+            E::Header { column, message } => {
+                let mut err = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    message,
+                );
+                err.field = column;
+                err
+            }
+            E::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<DisposeFailure> for ApiError {
     fn from(e: DisposeFailure) -> Self {
         match e {

@@ -274,7 +274,13 @@ pub struct LeadRequest {
 }
 
 impl LeadRequest {
-    fn parse(self, country: Country) -> Result<LeadWrite, DirectoryError> {
+    /// Validates a lead as `POST /api/v1/leads` does (the lead import reuses it):
+    /// numbers read with `country` into E.164, the email's shape, custom field names.
+    ///
+    /// # Errors
+    /// [`DirectoryError::Invalid`] naming the first field at fault (e.g. `email`,
+    /// `secondary_numbers[1]`, `fields.x`).
+    pub fn parse(self, country: Country) -> Result<LeadWrite, DirectoryError> {
         let phone = |field: String,
                      raw: Option<String>|
          -> Result<Option<PhoneNumber>, DirectoryError> {

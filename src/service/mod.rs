@@ -8,6 +8,7 @@ pub mod call_log;
 pub mod click_to_call;
 pub mod directory;
 pub mod disposition;
+pub mod import;
 pub mod popup;
 pub mod ratelimit;
 pub mod route;

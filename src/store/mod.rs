@@ -196,7 +196,7 @@ pub struct UserWrite {
 }
 
 /// Every writable field of a lead (create and full update).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeadWrite {
     /// First name.
     pub first_name: Option<String>,
@@ -241,6 +241,94 @@ impl From<&Lead> for LeadWrite {
             external_id: l.external_id.clone(),
         }
     }
+}
+
+/// The top-level lead fields an import row gives (a CSV cell that is not empty, an
+/// NDJSON key that is present); on an update the others keep their values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GivenFields {
+    /// `first_name`
+    pub first_name: bool,
+    /// `last_name`
+    pub last_name: bool,
+    /// `email`
+    pub email: bool,
+    /// `phone`
+    pub phone: bool,
+    /// `mobile`
+    pub mobile: bool,
+    /// `secondary_numbers` (the whole list)
+    pub secondary_numbers: bool,
+    /// `owner_id`
+    pub owner_id: bool,
+    /// `source`
+    pub source: bool,
+    /// `origin`
+    pub origin: bool,
+    /// `stage`
+    pub stage: bool,
+    /// `external_id`
+    pub external_id: bool,
+}
+
+impl GivenFields {
+    /// Whether no top-level field is given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One validated lead import row (SPEC 6 "Lead import").
+#[derive(Clone, Debug, Default)]
+pub struct LeadPatch {
+    /// The row's values; fields it does not give are empty.
+    pub values: LeadWrite,
+    /// Which top-level fields the row gives. Custom `fields` always merge by key.
+    pub given: GivenFields,
+}
+
+impl LeadPatch {
+    /// The lead `current` with this row applied: given fields replace, custom fields
+    /// merge by key, the rest is kept.
+    pub fn apply(&self, mut current: LeadWrite) -> LeadWrite {
+        let (v, g) = (&self.values, &self.given);
+        macro_rules! take {
+            ($($f:ident),*) => {$(
+                if g.$f {
+                    current.$f = v.$f.clone();
+                }
+            )*};
+        }
+        take!(
+            first_name,
+            last_name,
+            email,
+            phone,
+            mobile,
+            secondary_numbers,
+            owner_id,
+            source,
+            origin,
+            stage,
+            external_id
+        );
+        current
+            .fields
+            .extend(v.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        current
+    }
+}
+
+/// What [`Store::import_leads`] did with one row.
+#[derive(Debug)]
+pub enum ImportOutcome {
+    /// A new lead.
+    Created(LeadId),
+    /// An existing lead matched (changed or not).
+    Updated(LeadId),
+    /// The row was refused (e.g. [`StoreError::UnknownReference`] for `owner_id`);
+    /// the rest of the batch went on.
+    Refused(StoreError),
 }
 
 /// How to filter a lead list.
@@ -742,6 +830,15 @@ pub trait Store: Send + Sync {
     async fn update_lead(&self, id: LeadId, l: &LeadWrite) -> StoreResult<Lead>;
     /// Deletes a lead ([`StoreError::NotFound`]).
     async fn delete_lead(&self, id: LeadId) -> StoreResult<()>;
+    /// Imports a batch of rows in order, in one transaction (SPEC 6 "Lead import"):
+    /// a row updates the lead with its `external_id`, else the only lead with its email
+    /// (case-insensitive, ASCII) unless that lead carries another `external_id`, else
+    /// it creates a lead. Numbers are re-indexed as [`Store::update_lead`] does. One
+    /// outcome per row, in order.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]: nothing of this batch was committed.
+    async fn import_leads(&self, rows: &[LeadPatch]) -> StoreResult<Vec<ImportOutcome>>;
     /// Leads holding `number`, most recently updated first (then by id), at most `limit`.
     async fn leads_by_number(&self, number: &PhoneNumber, limit: u32) -> StoreResult<Vec<Lead>>;
     /// The lead's most recently updated open opportunity.

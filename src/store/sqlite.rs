@@ -4,10 +4,10 @@
 
 use super::{
     ActivityFilter, CallActivityWrite, ClickToCallRecord, DisposeError, DispositionWrite,
-    ExpiredPopup, LeadFilter, LeadWrite, NewConnector, OpportunityWrite, OutboxItem, OutboxResult,
-    Page, PageRequest, PopupCall, PopupOutcome, PopupRecord, PopupState, Recipients, StoreError,
-    StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow, UserEvent, UserWrite,
-    VirtualNumber,
+    ExpiredPopup, ImportOutcome, LeadFilter, LeadPatch, LeadWrite, NewConnector, OpportunityWrite,
+    OutboxItem, OutboxResult, Page, PageRequest, PopupCall, PopupOutcome, PopupRecord, PopupState,
+    Recipients, StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow,
+    UserEvent, UserWrite, VirtualNumber,
 };
 use crate::domain::call::Direction;
 use crate::domain::connector::{
@@ -547,6 +547,39 @@ async fn write_lead(
             .await?;
     }
     Ok(())
+}
+
+/// The lead an import row updates: the one with its `external_id`, else the only one
+/// with its email (ASCII case-insensitive, the `leads_email` index) when that lead has
+/// no other `external_id` — a lead known to the source system under another id is
+/// another record, however its email reads.
+async fn import_match(conn: &mut SqliteConnection, row: &LeadPatch) -> StoreResult<Option<Lead>> {
+    let external_id = row
+        .values
+        .external_id
+        .as_deref()
+        .filter(|_| row.given.external_id);
+    if let Some(x) = external_id
+        && let Some(r) = sqlx::query("SELECT * FROM leads WHERE external_id = ?")
+            .bind(x)
+            .fetch_optional(&mut *conn)
+            .await?
+    {
+        return lead_from_row(&r).map(Some);
+    }
+    let Some(email) = row.values.email.as_deref().filter(|_| row.given.email) else {
+        return Ok(None);
+    };
+    let found = sqlx::query("SELECT * FROM leads WHERE email = ? COLLATE NOCASE LIMIT 2")
+        .bind(email)
+        .fetch_all(&mut *conn)
+        .await?;
+    let [only] = found.as_slice() else {
+        return Ok(None);
+    };
+    let lead = lead_from_row(only)?;
+    let other_record = external_id.is_some() && lead.external_id.is_some();
+    Ok((!other_record).then_some(lead))
 }
 
 /// [`StoreError::NotFound`] unless the connector exists.
@@ -1422,6 +1455,40 @@ impl super::Store for SqliteStore {
 
     async fn delete_lead(&self, id: LeadId) -> StoreResult<()> {
         self.delete_by_id("leads", id.to_string()).await
+    }
+
+    async fn import_leads(&self, rows: &[LeadPatch]) -> StoreResult<Vec<ImportOutcome>> {
+        let mut tx = self.immediate().await?;
+        let now = Timestamp::now();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            // A refused row fails in write_lead's first statement, which SQLite undoes
+            // alone: the transaction and the batch's other rows go on.
+            let (outcome, written) = match import_match(&mut tx, row).await? {
+                Some(current) => {
+                    let before = LeadWrite::from(&current);
+                    let after = row.apply(before.clone());
+                    if after == before {
+                        out.push(ImportOutcome::Updated(current.id));
+                        continue;
+                    }
+                    let r = write_lead(&mut tx, current.id, &after, now, false).await;
+                    (ImportOutcome::Updated(current.id), r)
+                }
+                None => {
+                    let id = LeadId::new();
+                    let r = write_lead(&mut tx, id, &row.values, now, true).await;
+                    (ImportOutcome::Created(id), r)
+                }
+            };
+            out.push(match written {
+                Ok(()) => outcome,
+                Err(e @ StoreError::Unavailable(_)) => return Err(e),
+                Err(refused) => ImportOutcome::Refused(refused),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn leads_by_number(&self, number: &PhoneNumber, limit: u32) -> StoreResult<Vec<Lead>> {

@@ -32,11 +32,7 @@ async fn setup() -> (TestApp, TestConnector, String, String) {
             json!({"name": "Exotel", "timezone": "Asia/Kolkata", "lead_source": "Telephony"}),
         )
         .await;
-    app.admin_post(
-        &format!("/api/v1/connectors/{}/virtual-numbers", c.id),
-        json!({"number": "08069000000", "tag": "Sales"}),
-    )
-    .await;
+    app.sales_number(&c).await;
     let (agent, token) = app.agent("asha@example.com", &["101"]).await;
     (app, c, agent, token)
 }

@@ -29,11 +29,7 @@ async fn setup(settings: Value) -> (TestApp, String, String, String, String) {
     let c = app
         .create_connector(json!({"name": "Exotel", "click_to_call": settings}))
         .await;
-    app.admin_post(
-        &format!("/api/v1/connectors/{}/virtual-numbers", c.id),
-        json!({"number": "08069000000", "tag": "Sales"}),
-    )
-    .await;
+    app.sales_number(&c).await;
     let team = app
         .admin_post("/api/v1/teams", json!({"name": "Sales"}))
         .await;

@@ -154,6 +154,15 @@ impl TestApp {
         .await
     }
 
+    /// Adds the virtual number 08069000000 tagged "Sales" to `c`.
+    pub async fn sales_number(&self, c: &TestConnector) -> Value {
+        self.admin_post(
+            &format!("/api/v1/connectors/{}/virtual-numbers", c.id),
+            json!({"number": "08069000000", "tag": "Sales"}),
+        )
+        .await
+    }
+
     /// Creates an agent with these numbers; returns (id, token).
     pub async fn agent(&self, email: &str, numbers: &[&str]) -> (String, String) {
         let u = self

@@ -31,6 +31,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/teams/{id}"),
     ("get", "/api/v1/leads"),
     ("post", "/api/v1/leads"),
+    ("post", "/api/v1/leads/import"),
     ("get", "/api/v1/leads/{id}"),
     ("patch", "/api/v1/leads/{id}"),
     ("delete", "/api/v1/leads/{id}"),

@@ -23,11 +23,7 @@ async fn a_bad_token_or_a_first_frame_that_is_not_auth_closes_with_4401() {
 async fn ready_carries_the_user_and_the_connectors_they_see() {
     let app = spawn_app().await;
     let c = app.connector().await;
-    app.admin_post(
-        &format!("/api/v1/connectors/{}/virtual-numbers", c.id),
-        json!({"number": "08069000000", "tag": "Sales"}),
-    )
-    .await;
+    app.sales_number(&c).await;
     let (id, token) = app.agent("asha@example.com", &["101"]).await;
 
     let (_, ready) = app.agent_socket(&token, None).await;
