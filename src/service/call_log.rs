@@ -10,7 +10,7 @@ use crate::domain::user::User;
 use crate::hub::protocol;
 use crate::service::popup::{PopupError, resolve_lead, tag_of};
 use crate::state::AppState;
-use crate::store::{CallActivityWrite, PopupRecord};
+use crate::store::{CallActivityWrite, PopupRecord, UserKey};
 use serde_json::{Value, json};
 
 /// What the provider is told.
@@ -44,10 +44,12 @@ async fn agent_of(
     let Some(number) = &log.agent_number else {
         return Ok(None);
     };
-    match state.store.user_by_number(number.as_str()).await? {
-        Some(u) if u.active && state.store.user_sees_connector(u.id, connector.id).await? => {
-            Ok(Some(u))
-        }
+    match state
+        .store
+        .user_seeing(UserKey::Number(number.as_str()), connector.id)
+        .await?
+    {
+        Some((u, true)) if u.active => Ok(Some(u)),
         _ => Ok(None),
     }
 }

@@ -12,7 +12,9 @@ use crate::domain::time::Timestamp;
 use crate::domain::user::User;
 use crate::hub::protocol;
 use crate::state::AppState;
-use crate::store::{LeadWrite, PopupCall, PopupOutcome, PopupRecord, PopupState, StoreError};
+use crate::store::{
+    LeadWrite, PopupCall, PopupOutcome, PopupRecord, PopupState, StoreError, UserKey,
+};
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -70,20 +72,15 @@ async fn resolve_agent(
     e: &CallEvent,
 ) -> Result<User, PopupError> {
     if let Some(id) = e.user_id {
-        let user = state
+        return match state
             .store
-            .get_user(id)
+            .user_seeing(UserKey::Id(id), connector.id)
             .await?
-            .ok_or(PopupError::UserNotFound)?;
-        if !user.active
-            || !state
-                .store
-                .user_sees_connector(user.id, connector.id)
-                .await?
         {
-            return Err(PopupError::AgentNotAvailable);
-        }
-        return Ok(user);
+            None => Err(PopupError::UserNotFound),
+            Some((user, true)) if user.active => Ok(user),
+            Some(_) => Err(PopupError::AgentNotAvailable),
+        };
     }
     let not_found = PopupError::AgentNotFound {
         field: e.agent_number_field,
@@ -91,8 +88,12 @@ async fn resolve_agent(
     let Some(number) = &e.agent_number else {
         return Err(not_found);
     };
-    match state.store.user_by_number(number.as_str()).await? {
-        Some(u) if u.active && state.store.user_sees_connector(u.id, connector.id).await? => Ok(u),
+    match state
+        .store
+        .user_seeing(UserKey::Number(number.as_str()), connector.id)
+        .await?
+    {
+        Some((u, true)) if u.active => Ok(u),
         _ => Err(not_found),
     }
 }
@@ -208,7 +209,11 @@ pub async fn show(
         virtual_number: e.display_number.as_ref().map(|n| n.as_str().to_owned()),
         tag,
     };
-    let (record, outcome) = state.store.upsert_popup(PopupId::new(), &call).await?;
+    let online = state.hub.user_count(agent.id) > 0;
+    let (record, outcome) = state
+        .store
+        .upsert_popup(PopupId::new(), &call, online)
+        .await?;
     let result = match outcome {
         PopupOutcome::Created => "created",
         PopupOutcome::Updated => "updated",
@@ -244,6 +249,7 @@ pub async fn show(
     );
     metrics::counter!("utc_popup_frames_total").increment(delivered as u64);
     if delivered > 0 && record.state == PopupState::Queued {
+        // the agent's first socket opened between the check and the send
         state.store.mark_delivered(&[record.id]).await?;
     }
     Ok(PopupAnswer {
@@ -304,7 +310,16 @@ pub async fn popup_json(state: &AppState, view: PopupView<'_>) -> Result<Value, 
         .chain(candidates.iter())
         .filter_map(|l| l.owner_id)
         .collect();
-    let owners = state.store.user_names(&owner_ids).await?;
+    // most callers belong to the agent who takes the call: no query for that name
+    let owners = if owner_ids.iter().all(|o| *o == view.agent.id) {
+        owner_ids
+            .first()
+            .map(|id| (*id, view.agent.name.clone()))
+            .into_iter()
+            .collect()
+    } else {
+        state.store.user_names(&owner_ids).await?
+    };
     let recent = match &lead {
         Some(l) => state.store.recent_calls(l.id, RECENT_CALLS).await?,
         None => Vec::new(),

@@ -2,6 +2,7 @@
 //! popups, `seq`, generated secrets and idempotency; uniqueness is enforced by the
 //! database (unique indexes, guarded updates), never by check-then-insert.
 
+pub mod cache;
 pub mod sqlite;
 
 use crate::domain::call::Direction;
@@ -720,6 +721,15 @@ pub struct TelephonyLogFilter {
 
 /// The gateway's persistence. Every method is atomic; `# Errors` for all:
 /// [`StoreError::Unavailable`] when the database fails, plus the variants named.
+/// How [`Store::user_seeing`] finds the user.
+#[derive(Clone, Copy, Debug)]
+pub enum UserKey<'a> {
+    /// By id.
+    Id(UserId),
+    /// By a number or extension, as stored.
+    Number(&'a str),
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Commits a probe write (readiness).
@@ -811,6 +821,13 @@ pub trait Store: Send + Sync {
     async fn update_user(&self, id: UserId, u: &UserWrite) -> StoreResult<User>;
     /// Deletes a user ([`StoreError::NotFound`]).
     async fn delete_user(&self, id: UserId) -> StoreResult<()>;
+    /// The user with this id or number, with whether they see `connector` (one query:
+    /// the popup's and call log's agent lookup).
+    async fn user_seeing(
+        &self,
+        who: UserKey<'_>,
+        connector: ConnectorId,
+    ) -> StoreResult<Option<(User, bool)>>;
     /// Whether the user sees the connector (SPEC 1 team rule).
     async fn user_sees_connector(&self, user: UserId, connector: ConnectorId) -> StoreResult<bool>;
     /// The connectors the user sees, oldest first.
@@ -887,11 +904,14 @@ pub trait Store: Send + Sync {
 
     /// Inserts a popup, or updates the open popup of the same connector + call session
     /// + user in place; appends its `popup`/`popup_update` event. A closed popup is left
-    /// unchanged. `new_id` is used when a popup is created.
+    /// unchanged. `new_id` is used when a popup is created. `online`: the agent has a
+    /// socket to send it to now, so a new (or still queued) popup is stored `delivered`
+    /// at once rather than marked so by a second write.
     async fn upsert_popup(
         &self,
         new_id: PopupId,
         call: &PopupCall,
+        online: bool,
     ) -> StoreResult<(PopupRecord, PopupOutcome)>;
     /// One popup.
     async fn get_popup(&self, id: PopupId) -> StoreResult<Option<PopupRecord>>;

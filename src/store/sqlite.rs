@@ -7,7 +7,7 @@ use super::{
     ExpiredPopup, ImportOutcome, LeadFilter, LeadPatch, LeadWrite, NewConnector, OpportunityWrite,
     OutboxItem, OutboxResult, Page, PageRequest, PopupCall, PopupOutcome, PopupRecord, PopupState,
     Recipients, StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow,
-    UserEvent, UserWrite, VirtualNumber,
+    UserEvent, UserKey, UserWrite, VirtualNumber,
 };
 use crate::domain::call::Direction;
 use crate::domain::connector::{
@@ -46,6 +46,8 @@ pub struct SqliteStore {
     /// Writers of this process queue here instead of in SQLite's busy handler, whose
     /// sleeping back-off (up to 100 ms a try) would put long tails on popups.
     write_lock: Arc<Mutex<()>>,
+    /// Connectors by access key (cleared after every connector write).
+    connectors: super::cache::ConnectorCache,
 }
 
 /// A write transaction that holds the process-wide write lock until it ends.
@@ -70,6 +72,12 @@ impl std::ops::DerefMut for WriteTx {
 impl WriteTx {
     async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
+    }
+
+    /// Rolls back before the write lock is released (a dropped transaction would roll
+    /// back later, when the next writer may already be waiting on SQLite's lock).
+    async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
     }
 }
 
@@ -209,6 +217,18 @@ const USER_SELECT: &str = "SELECT u.id, u.name, u.email, u.group_ids, u.role, u.
     (SELECT json_group_array(number) FROM (SELECT number FROM user_numbers WHERE user_id = u.id ORDER BY position)) AS numbers, \
     (SELECT json_group_array(team_id) FROM (SELECT team_id FROM team_members WHERE user_id = u.id ORDER BY team_id)) AS team_ids \
     FROM users u";
+
+/// SQL: whether the user `user` (a column or parameter) sees the connector `?2` (SPEC 1:
+/// through a team assigned to it, or, in no team that has connectors, the default).
+fn sees_connector(user: &str) -> String {
+    format!(
+        "(EXISTS (SELECT 1 FROM team_members tm JOIN team_connectors tc ON tc.team_id = tm.team_id \
+                  WHERE tm.user_id = {user} AND tc.connector_id = ?2) \
+          OR (NOT EXISTS (SELECT 1 FROM team_members tm JOIN team_connectors tc ON tc.team_id = tm.team_id \
+                          WHERE tm.user_id = {user}) \
+              AND EXISTS (SELECT 1 FROM connectors WHERE id = ?2 AND is_default = 1)))"
+    )
+}
 
 fn agent_number_from_db(s: String) -> AgentNumber {
     if is_extension(&s) {
@@ -837,6 +857,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             write_lock: Arc::new(Mutex::new(())),
+            connectors: super::cache::ConnectorCache::default(),
         })
     }
 
@@ -991,11 +1012,20 @@ impl super::Store for SqliteStore {
     }
 
     async fn connector_by_access_key(&self, key: &str) -> StoreResult<Option<Connector>> {
-        self.fetch_connector(
-            "SELECT * FROM connectors WHERE access_key = ?",
-            key.to_owned(),
-        )
-        .await
+        if let Some(c) = self.connectors.get(key) {
+            return Ok(Some(c));
+        }
+        let generation = self.connectors.generation();
+        let found = self
+            .fetch_connector(
+                "SELECT * FROM connectors WHERE access_key = ?",
+                key.to_owned(),
+            )
+            .await?;
+        if let Some(c) = &found {
+            self.connectors.fill(generation, c);
+        }
+        Ok(found)
     }
 
     async fn update_connector(
@@ -1013,6 +1043,7 @@ impl super::Store for SqliteStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        self.connectors.invalidate();
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -1039,6 +1070,7 @@ impl super::Store for SqliteStore {
             Some(false) => {}
         }
         tx.commit().await?;
+        self.connectors.invalidate();
         Ok(())
     }
 
@@ -1090,6 +1122,7 @@ impl super::Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.connectors.invalidate();
         self.get_connector(id).await?.ok_or(StoreError::NotFound)
     }
 
@@ -1109,6 +1142,7 @@ impl super::Store for SqliteStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        self.connectors.invalidate();
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -1333,18 +1367,38 @@ impl super::Store for SqliteStore {
         self.delete_by_id("users", id.to_string()).await
     }
 
-    async fn user_sees_connector(&self, user: UserId, connector: ConnectorId) -> StoreResult<bool> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM team_members tm JOIN team_connectors tc ON tc.team_id = tm.team_id \
-                            WHERE tm.user_id = ?1 AND tc.connector_id = ?2) \
-             OR (NOT EXISTS (SELECT 1 FROM team_members tm JOIN team_connectors tc ON tc.team_id = tm.team_id \
-                             WHERE tm.user_id = ?1) \
-                 AND EXISTS (SELECT 1 FROM connectors WHERE id = ?2 AND is_default = 1))",
-        )
-        .bind(user.to_string())
+    async fn user_seeing(
+        &self,
+        who: UserKey<'_>,
+        connector: ConnectorId,
+    ) -> StoreResult<Option<(User, bool)>> {
+        let (filter, key) = match who {
+            UserKey::Id(id) => ("u.id = ?1", id.to_string()),
+            UserKey::Number(n) => (
+                "u.id = (SELECT user_id FROM user_numbers WHERE number = ?1)",
+                n.to_owned(),
+            ),
+        };
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT x.*, {} AS sees FROM ({USER_SELECT} WHERE {filter}) x",
+            sees_connector("x.id")
+        )))
+        .bind(key)
         .bind(connector.to_string())
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((user_from_row(&r)?, r.try_get("sees")?)))
+            .transpose()
+    }
+
+    async fn user_sees_connector(&self, user: UserId, connector: ConnectorId) -> StoreResult<bool> {
+        Ok(
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT {}", sees_connector("?1"))))
+                .bind(user.to_string())
+                .bind(connector.to_string())
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn visible_connectors(&self, user: UserId) -> StoreResult<Vec<Connector>> {
@@ -1655,21 +1709,30 @@ impl super::Store for SqliteStore {
         &self,
         new_id: PopupId,
         c: &PopupCall,
+        online: bool,
     ) -> StoreResult<(PopupRecord, PopupOutcome)> {
         let now = Timestamp::now();
         let mut tx = self.immediate().await?;
-        let id: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        // the event's seq first, so the popup row is written once, with it
+        let seq: i64 =
+            sqlx::query_scalar("UPDATE users SET seq = seq + 1 WHERE id = ? RETURNING seq")
+                .bind(c.user_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
                opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
                lead_id = excluded.lead_id, candidate_ids = excluded.candidate_ids, \
                new_lead = (popups.new_lead OR excluded.new_lead), opportunity_id = excluded.opportunity_id, \
                direction = excluded.direction, lead_number = excluded.lead_number, \
                agent_number = excluded.agent_number, virtual_number = excluded.virtual_number, \
-               tag = excluded.tag, updated_at = excluded.updated_at \
+               tag = excluded.tag, seq = excluded.seq, updated_at = excluded.updated_at, \
+               state = CASE WHEN popups.state = 'queued' THEN excluded.state ELSE popups.state END \
              WHERE popups.state IN {OPEN_STATES} \
-             RETURNING id"
+             RETURNING *"
         )))
         .bind(new_id.to_string())
         .bind(c.connector_id.to_string())
@@ -1684,38 +1747,41 @@ impl super::Store for SqliteStore {
         .bind(c.agent_number.as_deref())
         .bind(c.virtual_number.as_deref())
         .bind(c.tag.as_deref())
+        .bind(if online { "delivered" } else { "queued" })
+        .bind(seq)
         .bind(now.millis())
         .bind(now.millis())
         .fetch_optional(&mut *tx)
         .await?;
-        let outcome = match &id {
-            None => PopupOutcome::Closed,
-            Some(id) if *id == new_id.to_string() => PopupOutcome::Created,
-            Some(_) => PopupOutcome::Updated,
+        let Some(row) = row else {
+            // disposed or expired: nothing changes, not even the user's seq
+            tx.rollback().await?;
+            let row = sqlx::query(
+                "SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ?",
+            )
+            .bind(c.connector_id.to_string())
+            .bind(&c.call_session_id)
+            .bind(c.user_id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+            return Ok((popup_from_row(&row)?, PopupOutcome::Closed));
         };
-        let (id, kind) = match (id, outcome) {
-            (Some(id), PopupOutcome::Created) => (id, "popup"),
-            (Some(id), _) => (id, "popup_update"),
-            (None, _) => {
-                let row = sqlx::query("SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ?")
-                    .bind(c.connector_id.to_string())
-                    .bind(&c.call_session_id)
-                    .bind(c.user_id.to_string())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                return Ok((popup_from_row(&row)?, PopupOutcome::Closed));
-            }
+        let record = popup_from_row(&row)?;
+        let (outcome, kind) = if record.id == new_id {
+            (PopupOutcome::Created, "popup")
+        } else {
+            (PopupOutcome::Updated, "popup_update")
         };
-        let popup_id = parse_id(&id, "popups.id", PopupId::parse)?;
-        let seq = append_event(&mut tx, c.user_id, kind, Some(popup_id), None, now).await?;
-        let row = sqlx::query("UPDATE popups SET seq = ? WHERE id = ? RETURNING *")
+        sqlx::query("INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES (?, ?, ?, ?, NULL, ?)")
+            .bind(c.user_id.to_string())
             .bind(seq)
-            .bind(&id)
-            .fetch_one(&mut *tx)
+            .bind(kind)
+            .bind(record.id.to_string())
+            .bind(now.millis())
+            .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((popup_from_row(&row)?, outcome))
+        Ok((record, outcome))
     }
 
     async fn get_popup(&self, id: PopupId) -> StoreResult<Option<PopupRecord>> {

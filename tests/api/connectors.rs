@@ -83,6 +83,9 @@ async fn rotated_keys_replace_the_old_ones_at_once() {
     let app = spawn_app().await;
     let c = app.connector().await;
     app.agent("asha@example.com", &["101"]).await;
+    // the keys are in use (and so in the gateway's connector cache)
+    let (before, _) = app.post_popup(&c, r#"{"SourceNumber":"8611795988","DestinationNumber":"101","Direction":"Inbound","CallSessionId":"c0"}"#).await;
+    assert_eq!(before, 200);
 
     let (status, rotated) = app
         .admin(
@@ -102,6 +105,44 @@ async fn rotated_keys_replace_the_old_ones_at_once() {
     };
     let (new, _) = app.post_popup(&fresh, r#"{"SourceNumber":"8611795988","DestinationNumber":"101","Direction":"Inbound","CallSessionId":"c1"}"#).await;
     assert_eq!(new, 200);
+}
+
+#[tokio::test]
+async fn changed_settings_apply_to_the_next_provider_request() {
+    let app = spawn_app().await;
+    let c = app.connector().await;
+    app.agent("asha@example.com", &["101"]).await;
+    let body = |s: &str| {
+        json!({"SourceNumber": "8611795988", "DestinationNumber": "101", "Direction": "Inbound", "CallSessionId": s})
+            .to_string()
+    };
+    let (status, first) = app.post_popup(&c, &body("c1")).await;
+    assert_eq!((status, &first["Message"]["Queued"]), (200, &json!(true)));
+
+    let (status, _) = app
+        .admin(
+            Method::PATCH,
+            &format!("/api/v1/connectors/{}", c.id),
+            Some(json!({"popup": {"enabled": false}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, second) = app.post_popup(&c, &body("c2")).await;
+
+    assert_eq!(second["Message"]["Message"], "Agent popup disabled");
+    let (status, _) = app
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/connectors/{}", c.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        app.post_popup(&c, &body("c3")).await.0,
+        401,
+        "deleted keys stop at once"
+    );
 }
 
 #[tokio::test]
