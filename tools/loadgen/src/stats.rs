@@ -18,6 +18,8 @@ pub struct Summary {
     pub p90: f64,
     /// 99th percentile (nearest rank).
     pub p99: f64,
+    /// 99.9th percentile (nearest rank).
+    pub p999: f64,
     /// Largest sample.
     pub max: f64,
 }
@@ -60,12 +62,13 @@ pub fn summarize(mut samples: Vec<Duration>) -> Option<Summary> {
         median: ms(nearest_rank(&samples, 50.0)),
         p90: ms(nearest_rank(&samples, 90.0)),
         p99: ms(nearest_rank(&samples, 99.0)),
+        p999: ms(nearest_rank(&samples, 99.9)),
         max: ms(samples[samples.len() - 1]),
     })
 }
 
 impl Summary {
-    /// `{"count","min","median","p90","p99","max"}` in milliseconds, 3 decimals.
+    /// `{"count","min","median","p90","p99","p999","max"}` in milliseconds, 3 decimals.
     pub fn to_json(self) -> Value {
         json!({
             "count": self.count,
@@ -73,6 +76,7 @@ impl Summary {
             "median": round3(self.median),
             "p90": round3(self.p90),
             "p99": round3(self.p99),
+            "p999": round3(self.p999),
             "max": round3(self.max),
         })
     }
@@ -96,6 +100,28 @@ pub fn row(label: &str, s: Option<Summary>) -> String {
         None => format!(
             "{label:<20} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
             0, "-", "-", "-", "-", "-"
+        ),
+    }
+}
+
+/// The header of a latency table with a p99.9 column, whose rows [`tail_row`] prints.
+pub fn tail_header() -> String {
+    format!(
+        "{:<24} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "count", "min", "median", "p90", "p99", "p99.9", "max"
+    )
+}
+
+/// One row of the table [`tail_header`] heads (`-` for an empty set).
+pub fn tail_row(label: &str, s: Option<Summary>) -> String {
+    match s {
+        Some(s) => format!(
+            "{label:<24} {:>7} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            s.count, s.min, s.median, s.p90, s.p99, s.p999, s.max
+        ),
+        None => format!(
+            "{label:<24} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            0, "-", "-", "-", "-", "-", "-"
         ),
     }
 }
@@ -126,6 +152,9 @@ mod tests {
         assert_eq!(nearest_rank(&small, 50.0), d(2));
         assert_eq!(nearest_rank(&small, 99.0), d(4));
         assert_eq!(nearest_rank(&[d(7)], 99.0), d(7));
+        let many: Vec<Duration> = (1..=2000).map(d).collect();
+        assert_eq!(nearest_rank(&many, 99.9), d(1998));
+        assert_eq!(nearest_rank(&v, 99.9), d(100));
     }
 
     #[test]
