@@ -5,8 +5,9 @@
 
 use crate::config::Settings;
 use crate::error::{ApiError, BodyLimit, ProviderError};
-use crate::hub::Hub;
+use crate::hub::bus::{BusConfig, BusSignal};
 use crate::hub::protocol::close;
+use crate::hub::{Bus, Hub};
 use crate::routes;
 use crate::service::auth::Keys;
 use crate::service::tlog::TelephonyLog;
@@ -36,6 +37,7 @@ pub struct App {
     flush: CancellationToken,
     tlog_task: tokio::task::JoinHandle<()>,
     generated_admin_token: Option<SecretString>,
+    bus_signals: Option<tokio::sync::mpsc::UnboundedReceiver<BusSignal>>,
 }
 
 impl App {
@@ -55,9 +57,19 @@ impl App {
             settings.limits.provider_rate_per_sec,
             settings.limits.provider_burst,
         ));
+        let hub = Arc::new(Hub::new());
+        let (bus, bus_signals) = match bus_config(&settings) {
+            Some(config) => {
+                let (bus, signals) = Bus::redis(hub.clone(), config)
+                    .context("cluster.redis_url is not a Redis URL")?;
+                (bus, Some(signals))
+            }
+            None => (Bus::local(hub.clone()), None),
+        };
         let state = AppState {
             store,
-            hub: Arc::new(Hub::new()),
+            hub,
+            bus: Arc::new(bus),
             settings: Arc::new(settings),
             keys: Arc::new(keys),
             limiter,
@@ -73,6 +85,7 @@ impl App {
             flush,
             tlog_task,
             generated_admin_token,
+            bus_signals,
         })
     }
 
@@ -104,6 +117,7 @@ impl App {
             state,
             flush,
             tlog_task,
+            bus_signals,
             ..
         } = self;
         let shutdown = state.shutdown.clone();
@@ -118,6 +132,13 @@ impl App {
                     }
                 }
             });
+        }
+        shutdown.spawn(state.bus.clone().run(shutdown.token.clone()));
+        if let Some(signals) = bus_signals {
+            shutdown.spawn(crate::service::popup::run_bus_signals(
+                state.clone(),
+                signals,
+            ));
         }
         shutdown.spawn(crate::service::tlog::run_pruning(state.clone()));
         shutdown.spawn(crate::outbound::outbox::run(state.clone()));
@@ -167,6 +188,27 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The bus settings when `cluster.redis_url` is set, with SPEC 8's defaults.
+fn bus_config(settings: &Settings) -> Option<BusConfig> {
+    let c = &settings.cluster;
+    let redis_url = c.redis_url.clone()?;
+    let node_id = c.node_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    Some(BusConfig {
+        redis_url,
+        node_id,
+        key_prefix: c.key_prefix.clone().unwrap_or_else(|| "utc:".to_owned()),
+        presence_ttl: Duration::from_secs(c.presence_ttl_secs.unwrap_or(30).max(1)),
+    })
 }
 
 /// The whole router with its middleware.

@@ -332,7 +332,7 @@ impl Settings {
         if self.store.url.starts_with("postgres") {
             bail!("store.url: PostgreSQL is not supported by this build yet; use sqlite://");
         }
-        if self.cluster.redis_url.is_some() {
+        if self.cluster.redis_url.is_some() && !self.store.url.starts_with("postgres") {
             bail!("cluster.redis_url requires a PostgreSQL store (store.url = postgres://…)");
         }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {

@@ -1,7 +1,7 @@
 //! `AppState`: the Arc'd handles every route and service works with.
 
 use crate::config::Settings;
-use crate::hub::Hub;
+use crate::hub::{Bus, Hub};
 use crate::service::auth::Keys;
 use crate::service::ratelimit::RateLimiter;
 use crate::service::tlog::TelephonyLog;
@@ -16,6 +16,8 @@ pub struct AppState {
     pub store: DynStore,
     /// Open sockets of this node.
     pub hub: Arc<Hub>,
+    /// Delivery to a user's sockets on every node (Redis) or on this one.
+    pub bus: Arc<Bus>,
     /// Settings.
     pub settings: Arc<Settings>,
     /// Admin token and JWT keys.

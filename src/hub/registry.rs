@@ -103,6 +103,11 @@ impl Hub {
         }
     }
 
+    /// The users with a socket on this node.
+    pub fn users(&self) -> Vec<UserId> {
+        self.sessions.iter().map(|e| *e.key()).collect()
+    }
+
     /// Open sessions on this node.
     pub fn count(&self) -> usize {
         self.total.load(Ordering::Relaxed)

@@ -344,6 +344,7 @@ async fn run_socket(state: AppState, socket: WebSocket) {
         }
     }
     state.hub.unregister(user.id, handle.id);
+    state.bus.presence_changed(user.id);
     if closer.code() != 0 {
         metrics::counter!("utc_ws_closed_total", "code" => closer.code().to_string()).increment(1);
     }
@@ -363,6 +364,7 @@ async fn greet(
     let (ready, seq) = agent_service::ready(state, user).await?;
     Hub::send_one(handle, ready.to_string().into());
     state.hub.register(user.id, handle.clone());
+    state.bus.presence_changed(user.id);
     if state.shutdown.is_draining() {
         handle.closer.close(close::GOING_AWAY);
     }

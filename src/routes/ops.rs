@@ -1,5 +1,6 @@
 //! Operations (SPEC 7): liveness and readiness. They need no token and reveal nothing.
 
+use crate::hub::bus::RedisStatus;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -63,14 +64,20 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Ok(Ok(()))
     );
     let store = if store_ok { "ok" } else { "down" };
+    let redis = state.bus.redis_status();
     if state.shutdown.is_draining() || !store_ok {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "unavailable", "store": store, "redis": "off"})),
+            axum::Json(json!({"status": "unavailable", "store": store, "redis": redis.as_str()})),
         );
     }
+    let status = if redis == RedisStatus::Down {
+        "degraded"
+    } else {
+        "ready"
+    };
     (
         StatusCode::OK,
-        axum::Json(json!({"status": "ready", "store": store, "redis": "off"})),
+        axum::Json(json!({"status": status, "store": store, "redis": redis.as_str()})),
     )
 }

@@ -141,10 +141,8 @@ pub async fn log(
     let payload = |popup: Option<PopupId>, a: &Activity| json!({"popup_id": popup, "activity": a});
     let (activity, duplicate, events) = state.store.log_call(&write, &to, &payload).await?;
     for e in events {
-        state.hub.send(
-            e.user_id,
-            &protocol::event("call_logged", e.seq, &e.payload),
-        );
+        let frame = protocol::event("call_logged", e.seq, &e.payload);
+        state.bus.send(e.user_id, &frame, 0, None).await;
     }
     metrics::counter!("utc_call_logs_total", "result" => if duplicate { "updated" } else { "created" }).increment(1);
     Ok(CallLogAnswer {

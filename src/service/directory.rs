@@ -223,8 +223,9 @@ pub async fn patch_user(
     let user = state.store.update_user(id, &w).await?;
     if !user.active {
         state
-            .hub
-            .close_user(id, crate::hub::protocol::close::FORBIDDEN);
+            .bus
+            .close_user(id, crate::hub::protocol::close::FORBIDDEN)
+            .await;
     }
     Ok(user)
 }
@@ -236,8 +237,9 @@ pub async fn patch_user(
 pub async fn delete_user(state: &AppState, id: UserId) -> Result<(), DirectoryError> {
     state.store.delete_user(id).await?;
     state
-        .hub
-        .close_user(id, crate::hub::protocol::close::FORBIDDEN);
+        .bus
+        .close_user(id, crate::hub::protocol::close::FORBIDDEN)
+        .await;
     Ok(())
 }
 

@@ -115,9 +115,8 @@ pub async fn dispose(
         .into_iter()
         .zip(seqs)
     {
-        state
-            .hub
-            .send(user.id, &protocol::event(kind, seq, payload));
+        let frame = protocol::event(kind, seq, payload);
+        state.bus.send(user.id, &frame, 0, None).await;
     }
     Ok(activity_id)
 }

@@ -10,6 +10,7 @@ use crate::domain::phone::AgentNumber;
 use crate::domain::template::{Escape, Placeholder, Template};
 use crate::domain::time::Timestamp;
 use crate::domain::user::User;
+use crate::hub::bus::BusSignal;
 use crate::hub::protocol;
 use crate::state::AppState;
 use crate::store::{
@@ -209,7 +210,8 @@ pub async fn show(
         virtual_number: e.display_number.as_ref().map(|n| n.as_str().to_owned()),
         tag,
     };
-    let online = state.hub.user_count(agent.id) > 0;
+    // a local socket answers at once; otherwise presence on other nodes decides
+    let online = state.hub.user_count(agent.id) > 0 || state.bus.sockets_of(agent.id).await > 0;
     let (record, outcome) = state
         .store
         .upsert_popup(PopupId::new(), &call, online)
@@ -242,11 +244,15 @@ pub async fn show(
         candidates: Some(candidates),
     };
     let body = popup_json(state, view).await?;
-    let delivered = state.hub.send_timed(
-        agent.id,
-        &protocol::event(kind, record.seq, &json!({ "popup": body })),
-        crate::hub::session::clock_us(accepted),
-    );
+    let delivered = state
+        .bus
+        .send(
+            agent.id,
+            &protocol::event(kind, record.seq, &json!({ "popup": body })),
+            crate::hub::session::clock_us(accepted),
+            Some(record.id),
+        )
+        .await;
     metrics::counter!("utc_popup_frames_total").increment(delivered as u64);
     if delivered > 0 && record.state == PopupState::Queued {
         // the agent's first socket opened between the check and the send
@@ -420,6 +426,58 @@ fn placeholder_value(
     }
 }
 
+/// Builds popup frames for one agent, reading each connector once.
+struct FrameBuilder<'a> {
+    state: &'a AppState,
+    user: &'a User,
+    connectors: BTreeMap<String, Connector>,
+}
+
+impl<'a> FrameBuilder<'a> {
+    fn new(state: &'a AppState, user: &'a User) -> Self {
+        Self {
+            state,
+            user,
+            connectors: BTreeMap::new(),
+        }
+    }
+
+    /// The `kind` frame of `record` with `seq`; `None` when its connector is gone.
+    async fn frame(
+        &mut self,
+        record: &PopupRecord,
+        kind: &str,
+        seq: i64,
+    ) -> Result<Option<Utf8Bytes>, StoreError> {
+        let key = record.call.connector_id.to_string();
+        if !self.connectors.contains_key(&key) {
+            match self
+                .state
+                .store
+                .get_connector(record.call.connector_id)
+                .await?
+            {
+                Some(c) => {
+                    self.connectors.insert(key.clone(), c);
+                }
+                None => return Ok(None),
+            }
+        }
+        let Some(connector) = self.connectors.get(&key) else {
+            return Ok(None);
+        };
+        let view = PopupView {
+            record,
+            connector,
+            agent: self.user,
+            lead: None,
+            candidates: None,
+        };
+        let body = popup_json(self.state, view).await?;
+        Ok(Some(protocol::event(kind, seq, &json!({ "popup": body }))))
+    }
+}
+
 /// The frames a socket of `user` gets after `ready` (SPEC 3): with `since` absent or
 /// ahead of the current `seq`, one `popup` per open popup, oldest first; otherwise every
 /// kept event after `since`, in order. Queued popups replayed become `delivered`.
@@ -432,37 +490,9 @@ pub async fn replay(
     since: Option<i64>,
     current: i64,
 ) -> Result<Vec<Utf8Bytes>, StoreError> {
-    let mut connectors: BTreeMap<String, Connector> = BTreeMap::new();
+    let mut builder = FrameBuilder::new(state, user);
     let mut frames = Vec::new();
     let mut queued = Vec::new();
-    let mut push_popup = async |record: &PopupRecord,
-                                kind: &str,
-                                seq: i64,
-                                frames: &mut Vec<Utf8Bytes>|
-           -> Result<(), StoreError> {
-        let key = record.call.connector_id.to_string();
-        if !connectors.contains_key(&key) {
-            match state.store.get_connector(record.call.connector_id).await? {
-                Some(c) => {
-                    connectors.insert(key.clone(), c);
-                }
-                None => return Ok(()),
-            }
-        }
-        let Some(connector) = connectors.get(&key) else {
-            return Ok(());
-        };
-        let view = PopupView {
-            record,
-            connector,
-            agent: user,
-            lead: None,
-            candidates: None,
-        };
-        let body = popup_json(state, view).await?;
-        frames.push(protocol::event(kind, seq, &json!({ "popup": body })));
-        Ok(())
-    };
     match since {
         Some(k) if k <= current => {
             for ev in state.store.events_since(user.id, k).await? {
@@ -478,7 +508,7 @@ pub async fn replay(
                             if record.state == PopupState::Queued {
                                 queued.push(record.id);
                             }
-                            push_popup(&record, &ev.kind, ev.seq, &mut frames).await?;
+                            frames.extend(builder.frame(&record, &ev.kind, ev.seq).await?);
                         }
                     }
                     (None, None) => {}
@@ -490,12 +520,74 @@ pub async fn replay(
                 if record.state == PopupState::Queued {
                     queued.push(record.id);
                 }
-                push_popup(&record, "popup", record.seq, &mut frames).await?;
+                frames.extend(builder.frame(&record, "popup", record.seq).await?);
             }
         }
     }
     state.store.mark_delivered(&queued).await?;
     Ok(frames)
+}
+
+/// Sends this node's users their popups still `queued` — those nobody could be told
+/// about while Redis was unreachable (SPEC 7) — and marks them delivered.
+///
+/// # Errors
+/// Store failures.
+pub async fn resend_queued(state: &AppState) -> Result<usize, StoreError> {
+    let mut sent = 0;
+    for user_id in state.hub.users() {
+        let Some(user) = state.store.get_user(user_id).await? else {
+            continue;
+        };
+        let mut builder = FrameBuilder::new(state, &user);
+        let mut delivered = Vec::new();
+        for record in state.store.open_popups(user_id).await? {
+            if record.state != PopupState::Queued {
+                continue;
+            }
+            if let Some(frame) = builder.frame(&record, "popup", record.seq).await?
+                && state.hub.send(user_id, &frame) > 0
+            {
+                delivered.push(record.id);
+            }
+        }
+        sent += delivered.len();
+        state.store.mark_delivered(&delivered).await?;
+    }
+    Ok(sent)
+}
+
+/// Acts on what the bus signals until it stops: re-sends queued popups when Redis
+/// returns, and marks popups another node published delivered once written here.
+pub async fn run_bus_signals(
+    state: AppState,
+    mut signals: tokio::sync::mpsc::UnboundedReceiver<BusSignal>,
+) {
+    loop {
+        let signal = tokio::select! {
+            () = state.shutdown.token.cancelled() => return,
+            s = signals.recv() => match s {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let (mut resumed, mut delivered) = (false, Vec::new());
+        for s in std::iter::once(signal).chain(std::iter::from_fn(|| signals.try_recv().ok())) {
+            match s {
+                BusSignal::Resumed => resumed = true,
+                BusSignal::RemoteDelivered(id) => delivered.push(id),
+            }
+        }
+        if let Err(e) = state.store.mark_delivered(&delivered).await {
+            tracing::warn!(error = ?e, "marking popups delivered failed");
+        }
+        if resumed {
+            match resend_queued(&state).await {
+                Ok(n) => tracing::info!(popups = n, "queued popups re-sent after redis returned"),
+                Err(e) => tracing::warn!(error = ?e, "re-sending queued popups failed"),
+            }
+        }
+    }
 }
 
 /// Acknowledges a popup of `user` (SPEC 3 `ack`); unknown or closed popups are ignored.
@@ -528,10 +620,8 @@ pub async fn run_expiry(state: AppState, every: Duration) {
         {
             Ok(expired) => {
                 for e in expired {
-                    state.hub.send(
-                        e.user_id,
-                        &protocol::event("popup_closed", e.seq, &payload(e.popup_id)),
-                    );
+                    let frame = protocol::event("popup_closed", e.seq, &payload(e.popup_id));
+                    state.bus.send(e.user_id, &frame, 0, None).await;
                 }
             }
             Err(e) => tracing::warn!(error = ?e, "expiring popups failed"),

@@ -98,7 +98,7 @@ pub async fn route(
             .provider_agent_ids
             .get(&connector.id.to_string())
             .cloned(),
-        online: state.hub.user_count(owner.id) > 0,
+        online: state.bus.sockets_of(owner.id).await > 0,
         owner: Box::new(owner),
     })
 }

@@ -456,3 +456,38 @@ pub async fn outbox_item(app_url: &str, admin_token: &str, status: &str) -> Valu
     .await
     .unwrap_or_else(|_| panic!("no outbox item became {status}"))
 }
+
+/// A store several nodes can share, kept alive as long as the returned value.
+pub struct SharedStore {
+    pub url: String,
+    _dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+pub async fn shared_store() -> SharedStore {
+    let dir = tempfile::tempdir().unwrap();
+    SharedStore {
+        url: format!("sqlite://{}/utc.db", dir.path().display()),
+        _dir: std::sync::Arc::new(dir),
+    }
+}
+
+/// A cluster node on `store` and `redis_url`, named `node_id`, with a short presence TTL.
+pub async fn start_node(
+    store: &SharedStore,
+    redis_url: &str,
+    node_id: &str,
+    presence_ttl_secs: u64,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.store.url = store.url.clone();
+    let admin_token = "admin-cluster".to_owned();
+    settings.auth.admin_token = Some(admin_token.clone().into());
+    settings.log.level = "warn".into();
+    settings.validate().unwrap();
+    settings.cluster.redis_url = Some(redis_url.to_owned());
+    settings.cluster.node_id = Some(node_id.to_owned());
+    settings.cluster.presence_ttl_secs = Some(presence_ttl_secs);
+    start(settings, admin_token, dir).await
+}

@@ -6,6 +6,7 @@
 mod admin;
 mod call_log;
 mod click_to_call;
+mod cluster;
 mod connectors;
 mod dispose;
 mod helpers;
