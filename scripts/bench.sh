@@ -8,10 +8,14 @@
 #   popup-rtt --count 2000 --concurrency 4
 #   call-log --count 5000 --concurrency 1
 #   call-log --duration-secs 20 --concurrency 4   (sustained)
-#   idle-sockets --sockets 1000
+#   popup-rate --sockets 1000 --rate 1000 --secs 10       (the latency goal)
+#   popup-rate --sockets 1000 --rate R for R in BENCH_RATES (the throughput sweep)
+#   idle-sockets --sockets BENCH_IDLE_SOCKETS (default 15000)
 # prints the machine and the results, then stops the gateway with SIGTERM.
 #
-# Environment: BENCH_GATEWAY_TARGET_DIR (default /tmp/bench-target) and
+# Environment: BENCH_RATES (default "2000 5000 10000"), BENCH_IDLE_SOCKETS (default
+# 15000), BENCH_ONLY (modes to run, e.g. "popup-rate idle-sockets"; default all),
+# BENCH_GATEWAY_TARGET_DIR (default /tmp/bench-target) and
 # BENCH_LOADGEN_TARGET_DIR (default /tmp/loadgen-target) choose the cargo target dirs.
 set -euo pipefail
 
@@ -26,7 +30,7 @@ CARGO_TARGET_DIR="$GATEWAY_TARGET" cargo build --release --quiet --manifest-path
 CARGO_TARGET_DIR="$LOADGEN_TARGET" cargo build --release --quiet --manifest-path "$ROOT/tools/loadgen/Cargo.toml"
 
 # Both the gateway and loadgen hold one descriptor per socket.
-if ! ulimit -n 65536 2>/dev/null; then
+if ! ulimit -n 65536 2>/dev/null && ! ulimit -n 20000 2>/dev/null; then
     hard="$(ulimit -Hn)"
     echo "note: cannot raise the open-file limit to 65536 (hard limit $hard); using $hard"
     ulimit -n "$hard"
@@ -95,6 +99,9 @@ echo "open-file limit: $(ulimit -n)"
 
 failed=0
 run() {
+    if [[ -n "${BENCH_ONLY:-}" && " $BENCH_ONLY " != *" $1 "* ]]; then
+        return
+    fi
     echo
     echo "== loadgen $*"
     if ! "$LOADGEN" "$@" --url "$URL" --admin-token "$TOKEN"; then
@@ -107,7 +114,11 @@ run popup-rtt --count 1000 --warmup 50 --leads 100
 run popup-rtt --count 2000 --concurrency 4 --warmup 50 --leads 100
 run call-log --count 5000 --concurrency 1 --leads 100
 run call-log --duration-secs 20 --concurrency 4 --leads 100
-run idle-sockets --sockets 1000 --pid "$GW_PID"
+run popup-rate --sockets 1000 --rate 1000 --secs 10 --gateway-pid "$GW_PID"
+for rate in ${BENCH_RATES:-2000 5000 10000}; do
+    run popup-rate --sockets 1000 --rate "$rate" --secs 5 --gateway-pid "$GW_PID"
+done
+run idle-sockets --sockets "${BENCH_IDLE_SOCKETS:-15000}" --pid "$GW_PID"
 
 echo
 echo "== gateway stderr (warn and above)"

@@ -6,6 +6,9 @@
 //! - `popup-rtt`: the time from just before a provider `ShowAgentPopup` POST is sent to
 //!   the moment the agent's socket receives the matching `popup` frame, plus the HTTP
 //!   response time and, with `--concurrency N`, the throughput of N parallel senders;
+//! - `popup-rate`: popups fired at a fixed rate (an open loop) to many open sockets:
+//!   round trip from when each popup was due, p50/p99/p99.9, lost popups, and the
+//!   machine's busy share;
 //! - `idle-sockets`: the gateway's resident memory per idle authenticated socket;
 //! - `call-log`: call-log ingestion (`LogCall`) latency and throughput, with a check
 //!   through the admin API that every session was stored exactly once;
@@ -20,6 +23,7 @@ mod admin;
 mod call_log;
 mod call_route;
 mod idle;
+mod popup_rate;
 mod popup_rtt;
 mod socket;
 mod stats;
@@ -40,6 +44,9 @@ struct Cli {
 enum Command {
     /// Popup round trip (provider POST -> agent socket frame), HTTP time and throughput.
     PopupRtt(popup_rtt::Args),
+    /// Popups at a fixed rate over many sockets: round trip p50/p99/p99.9, lost popups,
+    /// the machine's busy share.
+    PopupRate(popup_rate::Args),
     /// Gateway memory (VmRSS) per idle authenticated agent socket.
     IdleSockets(idle::Args),
     /// Call-log ingestion (LogCall) latency and throughput, and the stored count.
@@ -55,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::PopupRtt(args) => popup_rtt::run(args).await,
+        Command::PopupRate(args) => popup_rate::run(args).await,
         Command::IdleSockets(args) => idle::run(args).await,
         Command::CallLog(args) => call_log::run(args).await,
         Command::RouteSetup(args) => call_route::setup(args).await,

@@ -1,0 +1,343 @@
+//! `popup-rate`: popups fired at a fixed rate over many open agent sockets (an open
+//! loop, as providers send them: nobody waits for the previous popup).
+//!
+//! Setup: one team, one connector, `--sockets` agents with one authenticated socket
+//! each, `--leads` leads. Then popup `i` is due at `start + i / rate` and goes to agent
+//! `i % sockets`; it is sent from its own task over a keep-alive HTTP pool, so a slow
+//! answer never delays the next popup. Its round trip runs from the moment it was
+//! **due** (not when it was actually sent: a late sender counts against the gateway's
+//! figure, avoiding coordinated omission) to the moment the agent's socket read the
+//! `popup` frame. Popups of the first `--warmup-secs` are sent but not recorded. A popup
+//! whose frame did not come within `--frame-timeout-ms` after the last one was due is
+//! lost. The machine's busy share (all cores, from /proc/stat) over the measured phase
+//! is reported beside the figures, and with `--gateway-pid` the gateway's own CPU share
+//! and memory.
+
+use crate::admin::{self, AdminClient};
+use crate::socket::{AgentSocket, Event};
+use crate::stats::{self, round3};
+use anyhow::{Context, bail};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Options of `popup-rate`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Gateway base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: String,
+    /// The gateway's admin token.
+    #[arg(long)]
+    pub admin_token: String,
+    /// Agent sockets held open (one agent each); popups go to them in turn.
+    #[arg(long, default_value_t = 1000)]
+    pub sockets: usize,
+    /// Popups per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10)]
+    pub secs: u64,
+    /// Seconds sent before the measured phase (not recorded).
+    #[arg(long, default_value_t = 2)]
+    pub warmup_secs: u64,
+    /// Leads the callers cycle over.
+    #[arg(long, default_value_t = 100)]
+    pub leads: usize,
+    /// Keep-alive HTTP connections to the gateway.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// How long after the last popup was due a frame may still come (ms).
+    #[arg(long, default_value_t = 5000)]
+    pub frame_timeout_ms: u64,
+    /// The gateway's pid: report its CPU share and memory too.
+    #[arg(long)]
+    pub gateway_pid: Option<u32>,
+}
+
+/// Popups in flight: call session id -> (due at, measured).
+type InFlight = Arc<Mutex<HashMap<String, (Instant, bool)>>>;
+
+/// Round trips of measured popups, and their count.
+#[derive(Default)]
+struct Seen {
+    rtt: Vec<Duration>,
+    unexpected: usize,
+}
+
+/// CPU time counters from /proc/stat (all cores) or /proc/<pid>/stat, in ticks.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    busy: u64,
+    total: u64,
+}
+
+fn machine_cpu() -> Cpu {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Cpu::default();
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return Cpu::default();
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    // idle + iowait are not busy
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Cpu {
+        busy: total.saturating_sub(idle),
+        total,
+    }
+}
+
+/// utime + stime of `pid`, in ticks.
+fn process_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // fields after the command name, which is in parentheses and may hold spaces
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state); utime is field 14, stime 15
+    let get = |i: usize| f.get(i - 3).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    get(14) + get(15)
+}
+
+/// Runs `popup-rate` and prints its table and JSON line.
+///
+/// # Errors
+/// Bad options, a failed setup or sockets that failed to open.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.sockets == 0 || args.leads == 0 || args.connections == 0 {
+        bail!("--sockets, --leads and --connections must be at least 1");
+    }
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be a positive number");
+    }
+    let base = admin::base_url(&args.url);
+    let ws = admin::ws_url(&base)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(args.connections)
+        .tcp_nodelay(true)
+        .build()?;
+    let admin = AdminClient::new(client.clone(), &base, &args.admin_token);
+    let run = admin::run_nonce();
+
+    let setup = Instant::now();
+    let team = admin
+        .create_team(&format!("rate-{run:016x}"))
+        .await
+        .context("creating the team")?;
+    let connector = admin
+        .create_connector(&format!("Rate {run:016x}"), &team)
+        .await
+        .context("creating the connector")?;
+    let agents = admin.create_agents(run, args.sockets, &team).await?;
+    let leads = Arc::new(admin.create_leads(run, args.leads).await?);
+    let sockets: Vec<AgentSocket> = stream::iter(agents.iter())
+        .map(|a| AgentSocket::connect(&ws, &a.token, Duration::from_secs(30)))
+        .buffered(64)
+        .try_collect()
+        .await
+        .context("opening the agent sockets")?;
+    let popup_url = reqwest::Url::parse_with_params(
+        &format!("{base}/v2/Telephony.svc/ShowAgentPopup"),
+        &[
+            ("accessKey", connector.access_key.as_str()),
+            ("secretKey", connector.secret_key.as_str()),
+        ],
+    )?;
+    let setup = setup.elapsed();
+
+    // every socket's popup frames go to one collector
+    let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut readers = Vec::new();
+    for mut s in sockets {
+        let in_flight = in_flight.clone();
+        let seen = seen.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(ev) = s.events.recv().await {
+                match ev {
+                    Event::Popup {
+                        call_session_id,
+                        at,
+                        ..
+                    } => {
+                        let due = in_flight
+                            .lock()
+                            .ok()
+                            .and_then(|mut m| m.remove(&call_session_id));
+                        if let Ok(mut seen) = seen.lock() {
+                            match due {
+                                Some((due, true)) => {
+                                    seen.rtt.push(at.saturating_duration_since(due));
+                                }
+                                Some((_, false)) => {}
+                                None => seen.unexpected += 1,
+                            }
+                        }
+                    }
+                    Event::Closed { code, reason } => {
+                        eprintln!("a socket closed (code {code:?}: {reason})");
+                        return;
+                    }
+                    Event::Pong { .. } | Event::Other { .. } => {}
+                }
+            }
+        }));
+    }
+
+    let warmup = (args.rate * args.warmup_secs as f64).round() as usize;
+    let measured = (args.rate * args.secs as f64).round() as usize;
+    let total = warmup + measured;
+    let http_errors = Arc::new(Mutex::new((0usize, Vec::<String>::new())));
+    let agents = Arc::new(agents);
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut late_sends = 0usize;
+    let mut cpu0 = (Cpu::default(), 0u64, Instant::now());
+    let mut senders = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / args.rate);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+        if i == warmup {
+            cpu0 = (
+                machine_cpu(),
+                args.gateway_pid.map_or(0, process_ticks),
+                Instant::now(),
+            );
+        }
+        if Instant::now().saturating_duration_since(due) > Duration::from_millis(1) {
+            late_sends += 1;
+        }
+        let agent = &agents[i % agents.len()];
+        let session = format!("rate-{run:016x}-{i}");
+        let body = json!({
+            "SourceNumber": leads[i % leads.len()],
+            "DestinationNumber": agent.extension,
+            "Direction": "Inbound",
+            "CallSessionId": session,
+        })
+        .to_string();
+        if let Ok(mut m) = in_flight.lock() {
+            m.insert(session.clone(), (due, i >= warmup));
+        }
+        let req = client
+            .post(popup_url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let errors = http_errors.clone();
+        senders.push(tokio::spawn(async move {
+            let problem = match req.send().await {
+                Ok(r) if r.status().is_success() => None,
+                Ok(r) => Some(format!("{session}: HTTP {}", r.status())),
+                Err(e) => Some(format!("{session}: {e}")),
+            };
+            if let (Some(p), Ok(mut e)) = (problem, errors.lock()) {
+                e.0 += 1;
+                if e.1.len() < 5 {
+                    e.1.push(p);
+                }
+            }
+        }));
+    }
+    let last_due = start + Duration::from_secs_f64((total.max(1) - 1) as f64 / args.rate);
+    for s in senders {
+        let _ = s.await;
+    }
+    // wait for the frames still in flight, up to the timeout
+    let deadline = last_due + Duration::from_millis(args.frame_timeout_ms);
+    while Instant::now() < deadline && in_flight.lock().map(|m| !m.is_empty()).unwrap_or(false) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let end = Instant::now().min(last_due + Duration::from_millis(args.frame_timeout_ms));
+    let cpu1 = machine_cpu();
+    let gw1 = args.gateway_pid.map_or(0, process_ticks);
+    let wall = end.saturating_duration_since(cpu0.2).max(Duration::from_millis(1));
+    let busy = if cpu1.total > cpu0.0.total {
+        (cpu1.busy - cpu0.0.busy) as f64 / (cpu1.total - cpu0.0.total) as f64
+    } else {
+        0.0
+    };
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let gateway_share = args
+        .gateway_pid
+        .map(|_| (gw1.saturating_sub(cpu0.1)) as f64 / ticks_per_sec / wall.as_secs_f64() / cores);
+    let gateway_rss_kib = args.gateway_pid.and_then(|p| crate::idle::vm_rss_kib(p).ok());
+
+    let lost_measured = in_flight
+        .lock()
+        .map(|m| m.values().filter(|(_, measured)| *measured).count())
+        .unwrap_or(0);
+    for r in readers {
+        r.abort();
+    }
+    let (rtt, unexpected) = match seen.lock() {
+        Ok(mut s) => (std::mem::take(&mut s.rtt), s.unexpected),
+        Err(_) => (Vec::new(), 0),
+    };
+    let (errors, error_samples) = http_errors
+        .lock()
+        .map(|e| (e.0, e.1.clone()))
+        .unwrap_or_default();
+    let received = rtt.len();
+    let summary = stats::summarize(rtt);
+
+    println!(
+        "popup-rate: {measured} measured popups at {} /s over {} sockets ({} warm-up, {} leads, setup {:.1} s)",
+        args.rate,
+        args.sockets,
+        warmup,
+        args.leads,
+        setup.as_secs_f64()
+    );
+    println!("{}", stats::tail_header());
+    println!("{}", stats::tail_row("popup round trip", summary));
+    println!(
+        "checks                   received={received} lost={lost_measured} http_errors={errors} unexpected_frames={unexpected} late_sends={late_sends}"
+    );
+    println!(
+        "machine busy             {:.1} % of {} cores{}",
+        busy * 100.0,
+        cores,
+        gateway_share.map_or(String::new(), |g| format!(
+            "; gateway {:.1} % of the machine",
+            g * 100.0
+        ))
+    );
+    if let Some(rss) = gateway_rss_kib {
+        println!("gateway rss              {rss} KiB");
+    }
+    for e in &error_samples {
+        println!("error                    {e}");
+    }
+    let line = json!({
+        "bench": "popup-rate",
+        "rate_per_s": args.rate,
+        "sockets": args.sockets,
+        "measured": measured,
+        "warmup": warmup,
+        "leads": args.leads,
+        "rtt_ms": stats::json_or_null(summary),
+        "received": received,
+        "lost": lost_measured,
+        "http_errors": errors,
+        "unexpected_frames": unexpected,
+        "late_sends": late_sends,
+        "machine_busy": round3(busy),
+        "gateway_cpu_share": gateway_share.map(round3),
+        "gateway_rss_kib": gateway_rss_kib,
+    });
+    println!("{line}");
+    Ok(())
+}
