@@ -594,7 +594,7 @@ pub(super) enum ImportStep {
     /// The match would not change: counted as updated, nothing written.
     Unchanged(LeadId),
     /// Rewrite the match with these values.
-    Update(LeadId, LeadWrite),
+    Update(LeadId, Box<LeadWrite>),
     /// Create a lead with the row's values.
     Create(LeadId),
 }
@@ -608,7 +608,7 @@ pub(super) fn import_step(row: &LeadPatch, matched: Option<&Lead>) -> ImportStep
             if after == before {
                 ImportStep::Unchanged(current.id)
             } else {
-                ImportStep::Update(current.id, after)
+                ImportStep::Update(current.id, Box::new(after))
             }
         }
         None => ImportStep::Create(LeadId::new()),

@@ -1028,7 +1028,7 @@ impl super::Store for PostgresStore {
                     continue;
                 }
                 ImportStep::Update(id, after) => {
-                    (ImportOutcome::Updated(id), id, Cow::Owned(after), false)
+                    (ImportOutcome::Updated(id), id, Cow::Owned(*after), false)
                 }
                 ImportStep::Create(id) => (
                     ImportOutcome::Created(id),

@@ -26,7 +26,7 @@ fn popup(session: &str) -> String {
 }
 
 /// Node `i % 2` of the two.
-fn node<'a>(nodes: &'a [TestApp; 2], i: usize) -> &'a TestApp {
+fn node(nodes: &[TestApp; 2], i: usize) -> &TestApp {
     &nodes[i % 2]
 }
 
