@@ -5,8 +5,9 @@
 //! itself stays in each store's file: the dialects and the locking differ.
 
 use super::{
-    ClickToCallRecord, DispositionWrite, LeadPatch, LeadWrite, OutboxItem, PageRequest, PopupCall,
-    PopupRecord, PopupState, StoreError, StoreResult, StoredEvent, TelephonyLogRow, VirtualNumber,
+    ActivityFilter, ClickToCallRecord, DispositionWrite, LeadPatch, LeadWrite, OutboxItem,
+    PageRequest, PopupCall, PopupRecord, PopupState, StoreError, StoreResult, StoredEvent,
+    TelephonyLogFilter, TelephonyLogRow, VirtualNumber,
 };
 use crate::domain::call::Direction;
 use crate::domain::connector::{
@@ -133,12 +134,65 @@ pub(super) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
 }
 
-pub(super) fn unique_violation(e: &sqlx::Error) -> bool {
+fn unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-pub(super) fn fk_violation(e: &sqlx::Error) -> bool {
+fn fk_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+fn unique_or(e: sqlx::Error, code: &'static str, field: String) -> StoreError {
+    if unique_violation(&e) {
+        StoreError::Conflict { code, field }
+    } else {
+        e.into()
+    }
+}
+
+fn reference_or(e: sqlx::Error, field: String) -> StoreError {
+    if fk_violation(&e) {
+        StoreError::UnknownReference { field }
+    } else {
+        e.into()
+    }
+}
+
+/// A failed lead write: another lead has its `external_id`, or its `owner_id` is unknown.
+pub(super) fn lead_write_error(e: sqlx::Error) -> StoreError {
+    if fk_violation(&e) {
+        return reference_or(e, "owner_id".into());
+    }
+    unique_or(e, "external_id_in_use", "external_id".into())
+}
+
+/// A failed user write: another user has the email.
+pub(super) fn user_write_error(e: sqlx::Error) -> StoreError {
+    unique_or(e, "email_in_use", "email".into())
+}
+
+/// A failed insert of a user's `i`th number: another user holds it.
+pub(super) fn user_number_error(e: sqlx::Error, i: usize) -> StoreError {
+    unique_or(e, "number_in_use", format!("phone_numbers[{i}]"))
+}
+
+/// A failed insert of the `i`th of the `team_ids` given: no such team.
+pub(super) fn team_ref_error(e: sqlx::Error, i: usize) -> StoreError {
+    reference_or(e, format!("team_ids[{i}]"))
+}
+
+/// A failed opportunity write: no such lead.
+pub(super) fn opportunity_write_error(e: sqlx::Error) -> StoreError {
+    reference_or(e, "lead_id".into())
+}
+
+/// A failed virtual-number insert: another connector holds the number, or the
+/// connector does not exist.
+pub(super) fn virtual_number_error(e: sqlx::Error) -> StoreError {
+    if fk_violation(&e) {
+        return StoreError::NotFound;
+    }
+    unique_or(e, "number_in_use", "number".into())
 }
 
 /// Appends the keyset condition after the page's cursor and the newest-first order.
@@ -162,6 +216,57 @@ pub(super) fn page_clause<DB: Database>(
     }
     qb.push(format!(" ORDER BY {at_col} DESC, {id_col} DESC LIMIT "))
         .push_bind(i64::from(page.limit) + 1);
+}
+
+/// `SELECT * FROM activities` narrowed by the filter (the same SQL in both dialects).
+pub(super) fn activities_query<DB: Database>(f: &ActivityFilter) -> QueryBuilder<DB>
+where
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("SELECT * FROM activities WHERE 1 = 1");
+    if let Some(l) = f.lead_id {
+        qb.push(" AND lead_id = ").push_bind(l.to_string());
+    }
+    if let Some(o) = f.opportunity_id {
+        qb.push(" AND opportunity_id = ").push_bind(o.to_string());
+    }
+    if let Some(u) = f.user_id {
+        qb.push(" AND user_id = ").push_bind(u.to_string());
+    }
+    if let Some(s) = f.since {
+        qb.push(" AND created_at >= ").push_bind(s.millis());
+    }
+    qb
+}
+
+/// `SELECT * FROM telephony_logs` narrowed by the filter (the same SQL in both
+/// dialects).
+pub(super) fn telephony_logs_query<DB: Database>(f: &TelephonyLogFilter) -> QueryBuilder<DB>
+where
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    let mut qb = QueryBuilder::new("SELECT * FROM telephony_logs WHERE 1 = 1");
+    if let Some(c) = f.connector_id {
+        qb.push(" AND connector_id = ").push_bind(c.to_string());
+    }
+    for (col, v) in [
+        ("endpoint", &f.endpoint),
+        ("outcome", &f.outcome),
+        ("call_session_id", &f.call_session_id),
+    ] {
+        if let Some(v) = v {
+            qb.push(format!(" AND {col} = ")).push_bind(v.clone());
+        }
+    }
+    if let Some(s) = f.since {
+        qb.push(" AND at >= ").push_bind(s.millis());
+    }
+    if let Some(u) = f.until {
+        qb.push(" AND at < ").push_bind(u.millis());
+    }
+    qb
 }
 
 /// Connector settings as kept in the `settings` JSON column.

@@ -12,12 +12,14 @@
 //! connector, and this node would not hear of it.
 
 use super::common::{
-    ImportStep, NewActivity, activity_from_row, apply_lead_writes, click_to_call_from_row,
-    click_to_call_wait, connector_from_row, disposition_activities, embedded_migrator,
-    event_from_row, fk_violation, import_email, import_email_match, import_external_id,
-    import_step, lead_from_row, lead_numbers, log_from_row, opportunity_from_row, opt_id,
-    outbox_from_row, page_clause, parse_id, popup_from_row, popup_owner_from_row, secondary_json,
-    settings_json, team_from_row, to_json, unique_violation, user_from_row, vn_from_row,
+    ImportStep, NewActivity, activities_query, activity_from_row, apply_lead_writes,
+    click_to_call_from_row, click_to_call_wait, connector_from_row, disposition_activities,
+    embedded_migrator, event_from_row, import_email, import_email_match, import_external_id,
+    import_step, lead_from_row, lead_numbers, lead_write_error, log_from_row, opportunity_from_row,
+    opportunity_write_error, opt_id, outbox_from_row, page_clause, parse_id, popup_from_row,
+    popup_owner_from_row, secondary_json, settings_json, team_from_row, team_ref_error,
+    telephony_logs_query, to_json, user_from_row, user_number_error, user_write_error,
+    virtual_number_error, vn_from_row,
 };
 use super::{
     ActivityFilter, CallActivityWrite, ClickToCallRecord, DisposeError, DispositionWrite,
@@ -143,22 +145,10 @@ async fn write_lead(
         .bind(l.external_id.as_deref())
         .bind(now.millis())
         .execute(&mut *conn)
-        .await;
-    match res {
-        Err(e) if unique_violation(&e) => {
-            return Err(StoreError::Conflict {
-                code: "external_id_in_use",
-                field: "external_id".into(),
-            });
-        }
-        Err(e) if fk_violation(&e) => {
-            return Err(StoreError::UnknownReference {
-                field: "owner_id".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-        Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
-        Ok(_) => {}
+        .await
+        .map_err(lead_write_error)?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
     }
     sqlx::query("DELETE FROM lead_numbers WHERE lead_id = $1")
         .bind(id.to_string())
@@ -299,17 +289,10 @@ async fn write_user(
         .bind(to_json(&u.provider_agent_ids))
         .bind(now.millis())
         .execute(&mut *conn)
-        .await;
-    match res {
-        Err(e) if unique_violation(&e) => {
-            return Err(StoreError::Conflict {
-                code: "email_in_use",
-                field: "email".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-        Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
-        Ok(_) => {}
+        .await
+        .map_err(user_write_error)?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
     }
     for table in ["user_numbers", "team_members"] {
         sqlx::query(AssertSqlSafe(format!(
@@ -320,41 +303,23 @@ async fn write_user(
         .await?;
     }
     for (i, n) in u.phone_numbers.iter().enumerate() {
-        let res =
-            sqlx::query("INSERT INTO user_numbers (number, user_id, position) VALUES ($1, $2, $3)")
-                .bind(n.as_str())
-                .bind(id.to_string())
-                .bind(i64::try_from(i).unwrap_or(i64::MAX))
-                .execute(&mut *conn)
-                .await;
-        if let Err(e) = res {
-            return Err(if unique_violation(&e) {
-                StoreError::Conflict {
-                    code: "number_in_use",
-                    field: format!("phone_numbers[{i}]"),
-                }
-            } else {
-                e.into()
-            });
-        }
+        sqlx::query("INSERT INTO user_numbers (number, user_id, position) VALUES ($1, $2, $3)")
+            .bind(n.as_str())
+            .bind(id.to_string())
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| user_number_error(e, i))?;
     }
     for (i, t) in u.team_ids.iter().enumerate() {
-        let res = sqlx::query(
+        sqlx::query(
             "INSERT INTO team_members (team_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(t.to_string())
         .bind(id.to_string())
         .execute(&mut *conn)
-        .await;
-        if let Err(e) = res {
-            return Err(if fk_violation(&e) {
-                StoreError::UnknownReference {
-                    field: format!("team_ids[{i}]"),
-                }
-            } else {
-                e.into()
-            });
-        }
+        .await
+        .map_err(|e| team_ref_error(e, i))?;
     }
     Ok(())
 }
@@ -676,22 +641,14 @@ impl super::Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         for (i, t) in teams.iter().enumerate() {
-            let res = sqlx::query(
+            sqlx::query(
                 "INSERT INTO team_connectors (team_id, connector_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
             .bind(t.to_string())
             .bind(id.to_string())
             .execute(&mut *tx)
-            .await;
-            if let Err(e) = res {
-                return Err(if fk_violation(&e) {
-                    StoreError::UnknownReference {
-                        field: format!("team_ids[{i}]"),
-                    }
-                } else {
-                    e.into()
-                });
-            }
+            .await
+            .map_err(|e| team_ref_error(e, i))?;
         }
         tx.commit().await?;
         Ok(())
@@ -706,15 +663,7 @@ impl super::Store for PostgresStore {
             .bind(vn.created_at.millis())
             .execute(&self.pool)
             .await;
-        match res {
-            Ok(_) => Ok(vn),
-            Err(e) if unique_violation(&e) => Err(StoreError::Conflict {
-                code: "number_in_use",
-                field: "number".into(),
-            }),
-            Err(e) if fk_violation(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(e.into()),
-        }
+        res.map(|_| vn).map_err(virtual_number_error)
     }
 
     async fn list_virtual_numbers(
@@ -1110,7 +1059,7 @@ impl super::Store for PostgresStore {
         o: &OpportunityWrite,
     ) -> StoreResult<Opportunity> {
         let now = Timestamp::now();
-        let res = sqlx::query(
+        let row = sqlx::query(
             "INSERT INTO opportunities (id, lead_id, name, owner_id, status, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING *",
         )
@@ -1121,14 +1070,9 @@ impl super::Store for PostgresStore {
         .bind(o.status.as_str())
         .bind(now.millis())
         .fetch_one(&self.pool)
-        .await;
-        match res {
-            Err(e) if fk_violation(&e) => Err(StoreError::UnknownReference {
-                field: "lead_id".into(),
-            }),
-            Err(e) => Err(e.into()),
-            Ok(r) => opportunity_from_row(&r),
-        }
+        .await
+        .map_err(opportunity_write_error)?;
+        opportunity_from_row(&row)
     }
 
     async fn list_opportunities(
@@ -1158,7 +1102,7 @@ impl super::Store for PostgresStore {
         id: OpportunityId,
         o: &OpportunityWrite,
     ) -> StoreResult<Opportunity> {
-        let res = sqlx::query("UPDATE opportunities SET lead_id = $1, name = $2, owner_id = $3, status = $4, updated_at = $5 WHERE id = $6 RETURNING *")
+        let row = sqlx::query("UPDATE opportunities SET lead_id = $1, name = $2, owner_id = $3, status = $4, updated_at = $5 WHERE id = $6 RETURNING *")
             .bind(o.lead_id.to_string())
             .bind(&o.name)
             .bind(o.owner_id.map(|u| u.to_string()))
@@ -1166,15 +1110,10 @@ impl super::Store for PostgresStore {
             .bind(Timestamp::now().millis())
             .bind(id.to_string())
             .fetch_optional(&self.pool)
-            .await;
-        match res {
-            Err(e) if fk_violation(&e) => Err(StoreError::UnknownReference {
-                field: "lead_id".into(),
-            }),
-            Err(e) => Err(e.into()),
-            Ok(None) => Err(StoreError::NotFound),
-            Ok(Some(r)) => opportunity_from_row(&r),
-        }
+            .await
+            .map_err(opportunity_write_error)?
+            .ok_or(StoreError::NotFound)?;
+        opportunity_from_row(&row)
     }
 
     async fn delete_opportunity(&self, id: OpportunityId) -> StoreResult<()> {
@@ -1186,19 +1125,7 @@ impl super::Store for PostgresStore {
         f: &ActivityFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Activity>> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM activities WHERE 1 = 1");
-        if let Some(l) = f.lead_id {
-            qb.push(" AND lead_id = ").push_bind(l.to_string());
-        }
-        if let Some(o) = f.opportunity_id {
-            qb.push(" AND opportunity_id = ").push_bind(o.to_string());
-        }
-        if let Some(u) = f.user_id {
-            qb.push(" AND user_id = ").push_bind(u.to_string());
-        }
-        if let Some(s) = f.since {
-            qb.push(" AND created_at >= ").push_bind(s.millis());
-        }
+        let qb = activities_query(f);
         self.fetch_page(qb, page, ("created_at", "id"), activity_from_row)
             .await
     }
@@ -1868,25 +1795,7 @@ impl super::Store for PostgresStore {
         f: &TelephonyLogFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<TelephonyLogRow>> {
-        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM telephony_logs WHERE 1 = 1");
-        if let Some(c) = f.connector_id {
-            qb.push(" AND connector_id = ").push_bind(c.to_string());
-        }
-        for (col, v) in [
-            ("endpoint", &f.endpoint),
-            ("outcome", &f.outcome),
-            ("call_session_id", &f.call_session_id),
-        ] {
-            if let Some(v) = v {
-                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
-            }
-        }
-        if let Some(s) = f.since {
-            qb.push(" AND at >= ").push_bind(s.millis());
-        }
-        if let Some(u) = f.until {
-            qb.push(" AND at < ").push_bind(u.millis());
-        }
+        let qb = telephony_logs_query(f);
         self.fetch_page(qb, page, ("at", "id"), log_from_row).await
     }
 }

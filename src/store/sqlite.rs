@@ -3,12 +3,14 @@
 //! lock up front: that is the per-key lock DESIGN.md asks for, at database scope.
 
 use super::common::{
-    ImportStep, NewActivity, activity_from_row, apply_lead_writes, click_to_call_from_row,
-    click_to_call_wait, connector_from_row, disposition_activities, embedded_migrator,
-    event_from_row, fk_violation, import_email, import_email_match, import_external_id,
-    import_step, lead_from_row, lead_numbers, log_from_row, opportunity_from_row, opt_id,
-    outbox_from_row, page_clause, parse_id, popup_from_row, popup_owner_from_row, secondary_json,
-    settings_json, team_from_row, to_json, unique_violation, user_from_row, vn_from_row,
+    ImportStep, NewActivity, activities_query, activity_from_row, apply_lead_writes,
+    click_to_call_from_row, click_to_call_wait, connector_from_row, disposition_activities,
+    embedded_migrator, event_from_row, import_email, import_email_match, import_external_id,
+    import_step, lead_from_row, lead_numbers, lead_write_error, log_from_row, opportunity_from_row,
+    opportunity_write_error, opt_id, outbox_from_row, page_clause, parse_id, popup_from_row,
+    popup_owner_from_row, secondary_json, settings_json, team_from_row, team_ref_error,
+    telephony_logs_query, to_json, user_from_row, user_number_error, user_write_error,
+    virtual_number_error, vn_from_row,
 };
 use super::{
     ActivityFilter, CallActivityWrite, ClickToCallRecord, DisposeError, DispositionWrite,
@@ -157,22 +159,10 @@ async fn write_lead(
         .bind(now.millis())
         .bind(id.to_string())
         .execute(&mut *conn)
-        .await;
-    match res {
-        Err(e) if unique_violation(&e) => {
-            return Err(StoreError::Conflict {
-                code: "external_id_in_use",
-                field: "external_id".into(),
-            });
-        }
-        Err(e) if fk_violation(&e) => {
-            return Err(StoreError::UnknownReference {
-                field: "owner_id".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-        Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
-        Ok(_) => {}
+        .await
+        .map_err(lead_write_error)?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
     }
     sqlx::query("DELETE FROM lead_numbers WHERE lead_id = ?")
         .bind(id.to_string())
@@ -286,17 +276,10 @@ async fn write_user(
         .bind(now.millis())
         .bind(id.to_string())
         .execute(&mut *conn)
-        .await;
-    match res {
-        Err(e) if unique_violation(&e) => {
-            return Err(StoreError::Conflict {
-                code: "email_in_use",
-                field: "email".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-        Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
-        Ok(_) => {}
+        .await
+        .map_err(user_write_error)?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
     }
     for table in ["user_numbers", "team_members"] {
         sqlx::query(AssertSqlSafe(format!(
@@ -307,40 +290,21 @@ async fn write_user(
         .await?;
     }
     for (i, n) in u.phone_numbers.iter().enumerate() {
-        let res =
-            sqlx::query("INSERT INTO user_numbers (number, user_id, position) VALUES (?, ?, ?)")
-                .bind(n.as_str())
-                .bind(id.to_string())
-                .bind(i64::try_from(i).unwrap_or(i64::MAX))
-                .execute(&mut *conn)
-                .await;
-        if let Err(e) = res {
-            return Err(if unique_violation(&e) {
-                StoreError::Conflict {
-                    code: "number_in_use",
-                    field: format!("phone_numbers[{i}]"),
-                }
-            } else {
-                e.into()
-            });
-        }
+        sqlx::query("INSERT INTO user_numbers (number, user_id, position) VALUES (?, ?, ?)")
+            .bind(n.as_str())
+            .bind(id.to_string())
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| user_number_error(e, i))?;
     }
     for (i, t) in u.team_ids.iter().enumerate() {
-        let res =
-            sqlx::query("INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?, ?)")
-                .bind(t.to_string())
-                .bind(id.to_string())
-                .execute(&mut *conn)
-                .await;
-        if let Err(e) = res {
-            return Err(if fk_violation(&e) {
-                StoreError::UnknownReference {
-                    field: format!("team_ids[{i}]"),
-                }
-            } else {
-                e.into()
-            });
-        }
+        sqlx::query("INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?, ?)")
+            .bind(t.to_string())
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| team_ref_error(e, i))?;
     }
     Ok(())
 }
@@ -714,22 +678,14 @@ impl super::Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         for (i, t) in teams.iter().enumerate() {
-            let res = sqlx::query(
+            sqlx::query(
                 "INSERT OR IGNORE INTO team_connectors (team_id, connector_id) VALUES (?, ?)",
             )
             .bind(t.to_string())
             .bind(id.to_string())
             .execute(&mut *tx)
-            .await;
-            if let Err(e) = res {
-                return Err(if fk_violation(&e) {
-                    StoreError::UnknownReference {
-                        field: format!("team_ids[{i}]"),
-                    }
-                } else {
-                    e.into()
-                });
-            }
+            .await
+            .map_err(|e| team_ref_error(e, i))?;
         }
         tx.commit().await?;
         Ok(())
@@ -744,15 +700,7 @@ impl super::Store for SqliteStore {
             .bind(vn.created_at.millis())
             .execute(&self.pool)
             .await;
-        match res {
-            Ok(_) => Ok(vn),
-            Err(e) if unique_violation(&e) => Err(StoreError::Conflict {
-                code: "number_in_use",
-                field: "number".into(),
-            }),
-            Err(e) if fk_violation(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(e.into()),
-        }
+        res.map(|_| vn).map_err(virtual_number_error)
     }
 
     async fn list_virtual_numbers(
@@ -1147,7 +1095,7 @@ impl super::Store for SqliteStore {
         o: &OpportunityWrite,
     ) -> StoreResult<Opportunity> {
         let now = Timestamp::now();
-        let res = sqlx::query(
+        sqlx::query(
             "INSERT INTO opportunities (id, lead_id, name, owner_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.to_string())
@@ -1158,16 +1106,8 @@ impl super::Store for SqliteStore {
         .bind(now.millis())
         .bind(now.millis())
         .execute(&self.pool)
-        .await;
-        match res {
-            Err(e) if fk_violation(&e) => {
-                return Err(StoreError::UnknownReference {
-                    field: "lead_id".into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
+        .await
+        .map_err(opportunity_write_error)?;
         self.get_opportunity(id).await?.ok_or(StoreError::NotFound)
     }
 
@@ -1206,16 +1146,10 @@ impl super::Store for SqliteStore {
             .bind(Timestamp::now().millis())
             .bind(id.to_string())
             .execute(&self.pool)
-            .await;
-        match res {
-            Err(e) if fk_violation(&e) => {
-                return Err(StoreError::UnknownReference {
-                    field: "lead_id".into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-            Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
-            Ok(_) => {}
+            .await
+            .map_err(opportunity_write_error)?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
         }
         self.get_opportunity(id).await?.ok_or(StoreError::NotFound)
     }
@@ -1229,19 +1163,7 @@ impl super::Store for SqliteStore {
         f: &ActivityFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Activity>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM activities WHERE 1 = 1");
-        if let Some(l) = f.lead_id {
-            qb.push(" AND lead_id = ").push_bind(l.to_string());
-        }
-        if let Some(o) = f.opportunity_id {
-            qb.push(" AND opportunity_id = ").push_bind(o.to_string());
-        }
-        if let Some(u) = f.user_id {
-            qb.push(" AND user_id = ").push_bind(u.to_string());
-        }
-        if let Some(s) = f.since {
-            qb.push(" AND created_at >= ").push_bind(s.millis());
-        }
+        let qb = activities_query(f);
         self.fetch_page(qb, page, ("created_at", "id"), activity_from_row)
             .await
     }
@@ -1874,25 +1796,7 @@ impl super::Store for SqliteStore {
         f: &TelephonyLogFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<TelephonyLogRow>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM telephony_logs WHERE 1 = 1");
-        if let Some(c) = f.connector_id {
-            qb.push(" AND connector_id = ").push_bind(c.to_string());
-        }
-        for (col, v) in [
-            ("endpoint", &f.endpoint),
-            ("outcome", &f.outcome),
-            ("call_session_id", &f.call_session_id),
-        ] {
-            if let Some(v) = v {
-                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
-            }
-        }
-        if let Some(s) = f.since {
-            qb.push(" AND at >= ").push_bind(s.millis());
-        }
-        if let Some(u) = f.until {
-            qb.push(" AND at < ").push_bind(u.millis());
-        }
+        let qb = telephony_logs_query(f);
         self.fetch_page(qb, page, ("at", "id"), log_from_row).await
     }
 }
