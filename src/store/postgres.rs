@@ -6,7 +6,9 @@
 //!
 //! Lock order, so that concurrent transactions never wait on each other in a circle: a
 //! user's row (its `seq`) before that user's popups, a popup before its lead; several
-//! users or popups in id order.
+//! users or popups in id order. Rows others reference are locked `FOR NO KEY UPDATE`
+//! (what an `UPDATE` of non-key columns takes), so inserting a row that references
+//! them does not wait.
 //!
 //! The connector cache of the SQLite store is not used here: another node may change a
 //! connector, and this node would not hear of it.
@@ -78,7 +80,7 @@ async fn advisory_lock(conn: &mut PgConnection, class: LockClass, key: &str) -> 
 /// Locks these users' rows in id order (before appending events to several users).
 async fn lock_users(conn: &mut PgConnection, users: &[UserId]) -> StoreResult<()> {
     let ids: Vec<String> = users.iter().map(ToString::to_string).collect();
-    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
         .bind(ids)
         .execute(&mut *conn)
         .await?;
@@ -196,7 +198,7 @@ async fn import_match(conn: &mut PgConnection, row: &LeadPatch) -> StoreResult<O
 
 /// Locks the connector's row ([`StoreError::NotFound`] unless it exists).
 async fn lock_connector(conn: &mut PgConnection, id: ConnectorId) -> StoreResult<()> {
-    sqlx::query("SELECT id FROM connectors WHERE id = $1 FOR UPDATE")
+    sqlx::query("SELECT id FROM connectors WHERE id = $1 FOR NO KEY UPDATE")
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await?
@@ -347,6 +349,13 @@ async fn insert_activity(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// A telephony-log text as PostgreSQL can store it: TEXT cannot hold NUL, and one row
+/// with a NUL (a provider's junk call session id) must not lose the whole batch. The
+/// JSON `request` needs nothing: JSON text escapes NUL.
+fn log_text(s: &str) -> String {
+    s.replace('\0', "\u{fffd}")
 }
 
 /// Maps a store failure inside a dispose.
@@ -1297,7 +1306,7 @@ impl super::Store for PostgresStore {
         let now = Timestamp::now();
         let mut tx = self.pool.begin().await.map_err(db)?;
         // the user's row before the popup's (lock order; the events need it anyway)
-        sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
             .bind(d.user_id.to_string())
             .execute(&mut *tx)
             .await
@@ -1328,7 +1337,7 @@ impl super::Store for PostgresStore {
             });
         }
         // read-modify-write of the lead under its row lock
-        let lead = sqlx::query("SELECT * FROM leads WHERE id = $1 FOR UPDATE")
+        let lead = sqlx::query("SELECT * FROM leads WHERE id = $1 FOR NO KEY UPDATE")
             .bind(d.disposition.lead_id.to_string())
             .fetch_optional(&mut *tx)
             .await
@@ -1540,12 +1549,12 @@ impl super::Store for PostgresStore {
                 b.push_bind(r.id.to_string())
                     .push_bind(r.at.millis())
                     .push_bind(r.connector_id.map(|c| c.to_string()))
-                    .push_bind(r.endpoint.clone())
+                    .push_bind(log_text(&r.endpoint))
                     .push_bind(i64::from(r.http_status))
-                    .push_bind(r.outcome.clone())
-                    .push_bind(r.error_code.clone())
-                    .push_bind(r.error_message.clone())
-                    .push_bind(r.call_session_id.clone())
+                    .push_bind(log_text(&r.outcome))
+                    .push_bind(r.error_code.as_deref().map(log_text))
+                    .push_bind(r.error_message.as_deref().map(log_text))
+                    .push_bind(r.call_session_id.as_deref().map(log_text))
                     .push_bind(r.latency_us)
                     .push_bind(to_json(&r.request));
             });
