@@ -1,7 +1,8 @@
 -- utc-gateway schema (PostgreSQL). The same tables, keys and indexes as
 -- migrations/sqlite: times are BIGINT milliseconds since the Unix epoch; ids are
--- lowercase hyphenated UUID text; JSON columns are TEXT (the JSON text as written, so
--- a row reads back exactly as on SQLite); flags are BOOLEAN.
+-- lowercase hyphenated UUID text, COLLATE "C" so that they sort (and page) byte by
+-- byte as on SQLite whatever the database's collation; JSON columns are TEXT (the JSON
+-- text as written, so a row reads back exactly as on SQLite); flags are BOOLEAN.
 
 -- ASCII-only case folding: what SQLite's NOCASE collation and LIKE do, so lookups and
 -- prefix searches match the same rows on both stores.
@@ -39,7 +40,7 @@ CREATE TABLE secrets (
 );
 
 CREATE TABLE connectors (
-    id          TEXT PRIMARY KEY,
+    id          TEXT COLLATE "C" PRIMARY KEY,
     name        TEXT NOT NULL,
     kind        TEXT NOT NULL,
     access_key  TEXT NOT NULL UNIQUE,
@@ -55,8 +56,8 @@ CREATE TABLE connectors (
 CREATE UNIQUE INDEX connectors_default ON connectors (is_default) WHERE is_default;
 
 CREATE TABLE virtual_numbers (
-    id            TEXT PRIMARY KEY,
-    connector_id  TEXT NOT NULL REFERENCES connectors (id) ON DELETE CASCADE,
+    id            TEXT COLLATE "C" PRIMARY KEY,
+    connector_id  TEXT COLLATE "C" NOT NULL REFERENCES connectors (id) ON DELETE CASCADE,
     number        TEXT NOT NULL UNIQUE,
     tag           TEXT,
     created_at    BIGINT NOT NULL,
@@ -65,20 +66,20 @@ CREATE TABLE virtual_numbers (
 CREATE INDEX virtual_numbers_connector ON virtual_numbers (connector_id, created_at);
 
 CREATE TABLE teams (
-    id          TEXT PRIMARY KEY,
+    id          TEXT COLLATE "C" PRIMARY KEY,
     name        TEXT NOT NULL,
     created_at  BIGINT NOT NULL
 );
 
 CREATE TABLE team_connectors (
-    team_id       TEXT NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
-    connector_id  TEXT NOT NULL REFERENCES connectors (id) ON DELETE CASCADE,
+    team_id       TEXT COLLATE "C" NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
+    connector_id  TEXT COLLATE "C" NOT NULL REFERENCES connectors (id) ON DELETE CASCADE,
     PRIMARY KEY (team_id, connector_id)
 );
 CREATE INDEX team_connectors_connector ON team_connectors (connector_id);
 
 CREATE TABLE users (
-    id                  TEXT PRIMARY KEY,
+    id                  TEXT COLLATE "C" PRIMARY KEY,
     name                TEXT NOT NULL,
     email               TEXT NOT NULL,
     email_lower         TEXT NOT NULL UNIQUE,
@@ -94,32 +95,32 @@ CREATE TABLE users (
 -- each number or extension is held by at most one user
 CREATE TABLE user_numbers (
     number    TEXT PRIMARY KEY,
-    user_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id   TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     position  BIGINT NOT NULL
 );
 CREATE INDEX user_numbers_user ON user_numbers (user_id, position);
 
 CREATE TABLE team_members (
-    team_id  TEXT NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
-    user_id  TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    team_id  TEXT COLLATE "C" NOT NULL REFERENCES teams (id) ON DELETE CASCADE,
+    user_id  TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     PRIMARY KEY (team_id, user_id)
 );
 CREATE INDEX team_members_user ON team_members (user_id);
 
 CREATE TABLE leads (
-    id                 TEXT PRIMARY KEY,
+    id                 TEXT COLLATE "C" PRIMARY KEY,
     first_name         TEXT,
     last_name          TEXT,
     email              TEXT,
     phone              TEXT,
     mobile             TEXT,
     secondary_numbers  TEXT NOT NULL DEFAULT '[]',
-    owner_id           TEXT REFERENCES users (id) ON DELETE SET NULL,
+    owner_id           TEXT COLLATE "C" REFERENCES users (id) ON DELETE SET NULL,
     source             TEXT,
     origin             TEXT,
     stage              TEXT,
     fields             TEXT NOT NULL DEFAULT '{}',
-    external_id        TEXT UNIQUE,
+    external_id        TEXT COLLATE "C" UNIQUE,
     created_at         BIGINT NOT NULL,
     updated_at         BIGINT NOT NULL
 );
@@ -132,16 +133,16 @@ CREATE INDEX leads_email ON leads (utc_ascii_lower(email) text_pattern_ops);
 -- every number of every lead (phone, mobile, secondary), E.164
 CREATE TABLE lead_numbers (
     number   TEXT NOT NULL,
-    lead_id  TEXT NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+    lead_id  TEXT COLLATE "C" NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
     PRIMARY KEY (number, lead_id)
 );
 CREATE INDEX lead_numbers_lead ON lead_numbers (lead_id);
 
 CREATE TABLE opportunities (
-    id          TEXT PRIMARY KEY,
-    lead_id     TEXT NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    lead_id     TEXT COLLATE "C" NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
     name        TEXT NOT NULL,
-    owner_id    TEXT REFERENCES users (id) ON DELETE SET NULL,
+    owner_id    TEXT COLLATE "C" REFERENCES users (id) ON DELETE SET NULL,
     status      TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL
@@ -149,13 +150,13 @@ CREATE TABLE opportunities (
 CREATE INDEX opportunities_lead ON opportunities (lead_id, updated_at DESC);
 
 CREATE TABLE activities (
-    id               TEXT PRIMARY KEY,
+    id               TEXT COLLATE "C" PRIMARY KEY,
     kind             TEXT NOT NULL,
-    lead_id          TEXT NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
-    opportunity_id   TEXT,
-    user_id          TEXT,
-    connector_id     TEXT,
-    call_session_id  TEXT,
+    lead_id          TEXT COLLATE "C" NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+    opportunity_id   TEXT COLLATE "C",
+    user_id          TEXT COLLATE "C",
+    connector_id     TEXT COLLATE "C",
+    call_session_id  TEXT COLLATE "C",
     status           TEXT,
     started_at       BIGINT,
     ended_at         BIGINT,
@@ -172,14 +173,14 @@ CREATE UNIQUE INDEX activities_call_session ON activities (connector_id, call_se
     WHERE kind IN ('inbound_call', 'outbound_call') AND call_session_id IS NOT NULL;
 
 CREATE TABLE popups (
-    id               TEXT PRIMARY KEY,
-    connector_id     TEXT NOT NULL,
-    call_session_id  TEXT NOT NULL,
-    user_id          TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    lead_id          TEXT NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    connector_id     TEXT COLLATE "C" NOT NULL,
+    call_session_id  TEXT COLLATE "C" NOT NULL,
+    user_id          TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    lead_id          TEXT COLLATE "C" NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
     candidate_ids    TEXT NOT NULL DEFAULT '[]',
     new_lead         BOOLEAN NOT NULL DEFAULT FALSE,
-    opportunity_id   TEXT,
+    opportunity_id   TEXT COLLATE "C",
     direction        TEXT NOT NULL,
     lead_number      TEXT,
     agent_number     TEXT,
@@ -196,10 +197,10 @@ CREATE INDEX popups_state_created ON popups (state, created_at);
 
 -- events sent to a user's sockets, kept for replay (SPEC 3)
 CREATE TABLE events (
-    user_id     TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id     TEXT COLLATE "C" NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     seq         BIGINT NOT NULL,
     kind        TEXT NOT NULL,
-    popup_id    TEXT,
+    popup_id    TEXT COLLATE "C",
     payload     TEXT,
     created_at  BIGINT NOT NULL,
     PRIMARY KEY (user_id, seq)
@@ -207,15 +208,15 @@ CREATE TABLE events (
 CREATE INDEX events_created ON events (created_at);
 
 CREATE TABLE telephony_logs (
-    id               TEXT PRIMARY KEY,
+    id               TEXT COLLATE "C" PRIMARY KEY,
     at               BIGINT NOT NULL,
-    connector_id     TEXT,
+    connector_id     TEXT COLLATE "C",
     endpoint         TEXT NOT NULL,
     http_status      BIGINT NOT NULL,
     outcome          TEXT NOT NULL,
     error_code       TEXT,
     error_message    TEXT,
-    call_session_id  TEXT,
+    call_session_id  TEXT COLLATE "C",
     latency_us       BIGINT NOT NULL,
     request          TEXT NOT NULL
 );

@@ -1,8 +1,8 @@
 -- The durable outbox (SPEC 4): outbound webhooks written in the transaction that
 -- accepts them, delivered by workers (on any node) that claim items with locked_until.
 CREATE TABLE outbox (
-    id               TEXT PRIMARY KEY,
-    connector_id     TEXT NOT NULL,
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    connector_id     TEXT COLLATE "C" NOT NULL,
     kind             TEXT NOT NULL,
     status           TEXT NOT NULL,
     attempts         BIGINT NOT NULL DEFAULT 0,
