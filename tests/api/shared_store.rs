@@ -200,3 +200,48 @@ async fn two_nodes_claiming_outbox_items_concurrently_never_claim_the_same_item(
     assert_eq!(all.len(), 12, "every item claimed once: {claims:?}");
     assert_eq!(unique.len(), 12, "no item claimed twice: {claims:?}");
 }
+
+#[tokio::test]
+async fn two_nodes_expiring_popups_concurrently_close_each_popup_once() {
+    // Arrange: ten queued popups (the agent has no socket)
+    let first = spawn_app().await;
+    let nodes = [first.second_node().await, first];
+    let c = nodes[0].connector().await;
+    let (agent, _) = nodes[0].agent("asha@example.com", &["101"]).await;
+    let agent = UserId::parse(&agent).unwrap();
+    for i in 0..10 {
+        nodes[i % 2]
+            .popup(&c, "8611795988", "101", &format!("call-{i}"))
+            .await;
+    }
+    let later = Timestamp::now().plus_secs(3600);
+    let closed = |_| json!({"reason": "expired"});
+
+    // Act
+    let expired = join_all(
+        nodes
+            .iter()
+            .map(|n| n.state.store.expire_popups(later, later, &closed)),
+    )
+    .await;
+
+    // Assert
+    let popups: Vec<String> = expired
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .map(|e| e.popup_id.to_string())
+        .collect();
+    let unique: BTreeSet<&String> = popups.iter().collect();
+    assert_eq!((popups.len(), unique.len()), (10, 10), "{popups:?}");
+    let store = &nodes[0].state.store;
+    assert!(store.open_popups(agent).await.unwrap().is_empty());
+    let seqs: Vec<i64> = store
+        .events_since(agent, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    // the ten popups' own events are no longer replayed (closed); the closings are
+    assert_eq!(seqs, (11..=20).collect::<Vec<_>>());
+}
