@@ -170,11 +170,12 @@ async fn write_lead(
     Ok(())
 }
 
-/// The lead an import row updates (see [`super::Store::import_leads`]); the email
-/// comparison folds ASCII case only, as SQLite's `NOCASE` does.
+/// The lead an import row updates (see [`super::Store::import_leads`]), locked until
+/// the batch commits (the row is read, merged, then written); the email comparison
+/// folds ASCII case only, as SQLite's `NOCASE` does.
 async fn import_match(conn: &mut PgConnection, row: &LeadPatch) -> StoreResult<Option<Lead>> {
     if let Some(x) = import_external_id(row)
-        && let Some(r) = sqlx::query("SELECT * FROM leads WHERE external_id = $1")
+        && let Some(r) = sqlx::query("SELECT * FROM leads WHERE external_id = $1 FOR NO KEY UPDATE")
             .bind(x)
             .fetch_optional(&mut *conn)
             .await?
@@ -185,7 +186,8 @@ async fn import_match(conn: &mut PgConnection, row: &LeadPatch) -> StoreResult<O
         return Ok(None);
     };
     let found = sqlx::query(
-        "SELECT * FROM leads WHERE utc_ascii_lower(email) = utc_ascii_lower($1) LIMIT 2",
+        "SELECT * FROM leads WHERE utc_ascii_lower(email) = utc_ascii_lower($1) LIMIT 2 \
+         FOR NO KEY UPDATE",
     )
     .bind(email)
     .fetch_all(&mut *conn)
