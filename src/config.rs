@@ -329,9 +329,6 @@ impl Settings {
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
             bail!("store.url must start with sqlite:// or postgres://");
         }
-        if self.store.url.starts_with("postgres") {
-            bail!("store.url: PostgreSQL is not supported by this build yet; use sqlite://");
-        }
         if self.cluster.redis_url.is_some() && !self.store.url.starts_with("postgres") {
             bail!("cluster.redis_url requires a PostgreSQL store (store.url = postgres://…)");
         }

@@ -3,6 +3,8 @@
 //! database (unique indexes, guarded updates), never by check-then-insert.
 
 pub mod cache;
+mod common;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::domain::call::Direction;
@@ -1041,7 +1043,9 @@ pub trait Store: Send + Sync {
 pub async fn open(url: &str) -> anyhow::Result<DynStore> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
-        anyhow::bail!("unsupported store.url scheme (use sqlite://)")
+        anyhow::bail!("unsupported store.url scheme (use sqlite:// or postgres://)")
     }
 }

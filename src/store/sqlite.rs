@@ -2,36 +2,37 @@
 //! before it writes runs under `BEGIN IMMEDIATE`, which takes SQLite's single write
 //! lock up front: that is the per-key lock DESIGN.md asks for, at database scope.
 
+use super::common::{
+    ImportStep, NewActivity, activities_query, activity_from_row, apply_lead_writes,
+    click_to_call_from_row, click_to_call_wait, connector_from_row, disposition_activities,
+    embedded_migrator, event_from_row, import_email, import_email_match, import_external_id,
+    import_step, lead_from_row, lead_numbers, lead_write_error, log_from_row, opportunity_from_row,
+    opportunity_write_error, opt_id, outbox_from_row, page_clause, parse_id, popup_from_row,
+    popup_owner_from_row, secondary_json, settings_json, team_from_row, team_ref_error,
+    telephony_logs_query, to_json, user_from_row, user_number_error, user_write_error,
+    virtual_number_error, vn_from_row,
+};
 use super::{
     ActivityFilter, CallActivityWrite, ClickToCallRecord, DisposeError, DispositionWrite,
     ExpiredPopup, ImportOutcome, LeadFilter, LeadPatch, LeadWrite, NewConnector, OpportunityWrite,
-    OutboxItem, OutboxResult, Page, PageRequest, PopupCall, PopupOutcome, PopupRecord, PopupState,
-    Recipients, StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow,
-    UserEvent, UserKey, UserWrite, VirtualNumber,
+    OutboxItem, OutboxResult, Page, PageRequest, PopupCall, PopupOutcome, PopupRecord, Recipients,
+    StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow, UserEvent, UserKey,
+    UserWrite, VirtualNumber,
 };
-use crate::domain::call::Direction;
-use crate::domain::connector::{
-    CallRouteSettings, ClickToCallSettings, Connector, ConnectorKind, ConnectorSettings,
-    PopupSettings,
-};
-use crate::domain::disposition::DispositionSettings;
+use crate::domain::connector::{Connector, ConnectorSettings};
 use crate::domain::ids::{
-    ActivityId, ConnectorId, LeadId, OpportunityId, OutboxId, PopupId, TeamId, TelephonyLogId,
-    UserId, VirtualNumberId,
+    ActivityId, ConnectorId, LeadId, OpportunityId, OutboxId, PopupId, TeamId, UserId,
+    VirtualNumberId,
 };
-use crate::domain::lead::{
-    Activity, ActivityKind, Lead, LeadField, Opportunity, OpportunityStatus,
-};
-use crate::domain::phone::{AgentNumber, Country, PhoneNumber, is_extension};
+use crate::domain::lead::{Activity, Lead, Opportunity};
+use crate::domain::phone::PhoneNumber;
 use crate::domain::time::Timestamp;
-use crate::domain::user::{Role, Team, User};
+use crate::domain::user::{Team, User};
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -81,137 +82,6 @@ impl WriteTx {
     }
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError::Unavailable(anyhow::anyhow!("corrupt value in column {what}"))
-}
-
-fn parse_id<T>(
-    raw: &str,
-    what: &str,
-    f: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>,
-) -> StoreResult<T> {
-    f(raw).map_err(|_| corrupt(what))
-}
-
-fn opt_id<T>(
-    raw: Option<String>,
-    what: &str,
-    f: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>,
-) -> StoreResult<Option<T>> {
-    raw.map(|s| parse_id(&s, what, &f)).transpose()
-}
-
-fn json_col<T: for<'de> Deserialize<'de>>(r: &SqliteRow, col: &str) -> StoreResult<T> {
-    let raw: String = r.try_get(col)?;
-    serde_json::from_str(&raw).map_err(|_| corrupt(col))
-}
-
-fn to_json<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
-}
-
-fn unique_violation(e: &sqlx::Error) -> Option<String> {
-    match e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => Some(db.message().to_owned()),
-        _ => None,
-    }
-}
-
-fn fk_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
-}
-
-fn page_clause(qb: &mut QueryBuilder<Sqlite>, page: &PageRequest, at_col: &str, id_col: &str) {
-    if let Some(c) = &page.cursor {
-        qb.push(format!(" AND ({at_col} < "))
-            .push_bind(c.at)
-            .push(format!(" OR ({at_col} = "))
-            .push_bind(c.at)
-            .push(format!(" AND {id_col} < "))
-            .push_bind(c.id.clone())
-            .push("))");
-    }
-    qb.push(format!(" ORDER BY {at_col} DESC, {id_col} DESC LIMIT "))
-        .push_bind(i64::from(page.limit) + 1);
-}
-
-/// Connector settings as kept in the `settings` JSON column.
-#[derive(Serialize, Deserialize)]
-struct StoredSettings {
-    default_country: String,
-    timezone: String,
-    lead_source: Option<String>,
-    popup: PopupSettings,
-    disposition: DispositionSettings,
-    click_to_call: Option<ClickToCallSettings>,
-    call_route: CallRouteSettings,
-}
-
-impl From<&ConnectorSettings> for StoredSettings {
-    fn from(s: &ConnectorSettings) -> Self {
-        Self {
-            default_country: s.default_country.as_str().to_owned(),
-            timezone: s.timezone.name().to_owned(),
-            lead_source: s.lead_source.clone(),
-            popup: s.popup.clone(),
-            disposition: s.disposition.clone(),
-            click_to_call: s.click_to_call.clone(),
-            call_route: s.call_route,
-        }
-    }
-}
-
-fn connector_from_row(r: &SqliteRow) -> StoreResult<Connector> {
-    let s: StoredSettings = json_col(r, "settings")?;
-    let kind: String = r.try_get("kind")?;
-    let secret: String = r.try_get("secret_key")?;
-    Ok(Connector {
-        id: parse_id(
-            &r.try_get::<String, _>("id")?,
-            "connectors.id",
-            ConnectorId::parse,
-        )?,
-        kind: ConnectorKind::parse(&kind).ok_or_else(|| corrupt("connectors.kind"))?,
-        access_key: r.try_get("access_key")?,
-        secret_key: secret.into(),
-        settings: ConnectorSettings {
-            name: r.try_get("name")?,
-            default_country: Country::parse(&s.default_country)
-                .map_err(|_| corrupt("settings.default_country"))?,
-            timezone: s
-                .timezone
-                .parse()
-                .map_err(|_| corrupt("settings.timezone"))?,
-            lead_source: s.lead_source,
-            popup: s.popup,
-            disposition: s.disposition,
-            click_to_call: s.click_to_call,
-            call_route: s.call_route,
-        },
-        is_default: r.try_get("is_default")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-    })
-}
-
-fn vn_from_row(r: &SqliteRow) -> StoreResult<VirtualNumber> {
-    Ok(VirtualNumber {
-        id: parse_id(
-            &r.try_get::<String, _>("id")?,
-            "virtual_numbers.id",
-            VirtualNumberId::parse,
-        )?,
-        number: PhoneNumber::from_e164_unchecked_db(r.try_get("number")?),
-        tag: r.try_get("tag")?,
-        connector_id: parse_id(
-            &r.try_get::<String, _>("connector_id")?,
-            "virtual_numbers.connector_id",
-            ConnectorId::parse,
-        )?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-    })
-}
-
 const USER_SELECT: &str = "SELECT u.id, u.name, u.email, u.group_ids, u.role, u.active, \
     u.provider_agent_ids, u.created_at, u.updated_at, \
     (SELECT json_group_array(number) FROM (SELECT number FROM user_numbers WHERE user_id = u.id ORDER BY position)) AS numbers, \
@@ -228,233 +98,6 @@ fn sees_connector(user: &str) -> String {
                           WHERE tm.user_id = {user}) \
               AND EXISTS (SELECT 1 FROM connectors WHERE id = ?2 AND is_default = 1)))"
     )
-}
-
-fn agent_number_from_db(s: String) -> AgentNumber {
-    if is_extension(&s) {
-        AgentNumber::Extension(s)
-    } else {
-        AgentNumber::Phone(PhoneNumber::from_e164_unchecked_db(s))
-    }
-}
-
-fn user_from_row(r: &SqliteRow) -> StoreResult<User> {
-    let numbers: Vec<String> = json_col(r, "numbers")?;
-    let teams: Vec<String> = json_col(r, "team_ids")?;
-    let role: String = r.try_get("role")?;
-    Ok(User {
-        id: parse_id(&r.try_get::<String, _>("id")?, "users.id", UserId::parse)?,
-        name: r.try_get("name")?,
-        email: r.try_get("email")?,
-        phone_numbers: numbers.into_iter().map(agent_number_from_db).collect(),
-        team_ids: teams
-            .iter()
-            .map(|t| parse_id(t, "team_members.team_id", TeamId::parse))
-            .collect::<StoreResult<_>>()?,
-        group_ids: json_col(r, "group_ids")?,
-        role: if role == "admin" {
-            Role::Admin
-        } else {
-            Role::Agent
-        },
-        active: r.try_get("active")?,
-        provider_agent_ids: json_col(r, "provider_agent_ids")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-    })
-}
-
-fn phone_col(r: &SqliteRow, col: &str) -> StoreResult<Option<PhoneNumber>> {
-    Ok(r.try_get::<Option<String>, _>(col)?
-        .map(PhoneNumber::from_e164_unchecked_db))
-}
-
-fn lead_from_row(r: &SqliteRow) -> StoreResult<Lead> {
-    let secondary: Vec<String> = json_col(r, "secondary_numbers")?;
-    Ok(Lead {
-        id: parse_id(&r.try_get::<String, _>("id")?, "leads.id", LeadId::parse)?,
-        first_name: r.try_get("first_name")?,
-        last_name: r.try_get("last_name")?,
-        email: r.try_get("email")?,
-        phone: phone_col(r, "phone")?,
-        mobile: phone_col(r, "mobile")?,
-        secondary_numbers: secondary
-            .into_iter()
-            .map(PhoneNumber::from_e164_unchecked_db)
-            .collect(),
-        owner_id: opt_id(r.try_get("owner_id")?, "leads.owner_id", UserId::parse)?,
-        source: r.try_get("source")?,
-        origin: r.try_get("origin")?,
-        stage: r.try_get("stage")?,
-        fields: json_col(r, "fields")?,
-        external_id: r.try_get("external_id")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-    })
-}
-
-fn opportunity_from_row(r: &SqliteRow) -> StoreResult<Opportunity> {
-    let status: String = r.try_get("status")?;
-    Ok(Opportunity {
-        id: parse_id(
-            &r.try_get::<String, _>("id")?,
-            "opportunities.id",
-            OpportunityId::parse,
-        )?,
-        lead_id: parse_id(
-            &r.try_get::<String, _>("lead_id")?,
-            "opportunities.lead_id",
-            LeadId::parse,
-        )?,
-        name: r.try_get("name")?,
-        owner_id: opt_id(
-            r.try_get("owner_id")?,
-            "opportunities.owner_id",
-            UserId::parse,
-        )?,
-        status: OpportunityStatus::parse(&status).ok_or_else(|| corrupt("opportunities.status"))?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        updated_at: Timestamp::from_millis(r.try_get("updated_at")?),
-    })
-}
-
-fn activity_from_row(r: &SqliteRow) -> StoreResult<Activity> {
-    let kind: String = r.try_get("kind")?;
-    let ts = |c: &str| -> StoreResult<Option<Timestamp>> {
-        Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
-    };
-    Ok(Activity {
-        id: parse_id(
-            &r.try_get::<String, _>("id")?,
-            "activities.id",
-            ActivityId::parse,
-        )?,
-        kind: ActivityKind::parse(&kind).ok_or_else(|| corrupt("activities.kind"))?,
-        lead_id: parse_id(
-            &r.try_get::<String, _>("lead_id")?,
-            "activities.lead_id",
-            LeadId::parse,
-        )?,
-        opportunity_id: opt_id(
-            r.try_get("opportunity_id")?,
-            "activities.opportunity_id",
-            OpportunityId::parse,
-        )?,
-        user_id: opt_id(r.try_get("user_id")?, "activities.user_id", UserId::parse)?,
-        connector_id: opt_id(
-            r.try_get("connector_id")?,
-            "activities.connector_id",
-            ConnectorId::parse,
-        )?,
-        call_session_id: r.try_get("call_session_id")?,
-        status: r.try_get("status")?,
-        started_at: ts("started_at")?,
-        ended_at: ts("ended_at")?,
-        duration_secs: r.try_get("duration_secs")?,
-        recording_url: r.try_get("recording_url")?,
-        notes: r.try_get("notes")?,
-        data: json_col(r, "data")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-    })
-}
-
-fn popup_from_row(r: &SqliteRow) -> StoreResult<PopupRecord> {
-    let state: String = r.try_get("state")?;
-    let direction: String = r.try_get("direction")?;
-    let candidates: Vec<String> = json_col(r, "candidate_ids")?;
-    Ok(PopupRecord {
-        id: parse_id(&r.try_get::<String, _>("id")?, "popups.id", PopupId::parse)?,
-        call: PopupCall {
-            connector_id: parse_id(
-                &r.try_get::<String, _>("connector_id")?,
-                "popups.connector_id",
-                ConnectorId::parse,
-            )?,
-            call_session_id: r.try_get("call_session_id")?,
-            user_id: parse_id(
-                &r.try_get::<String, _>("user_id")?,
-                "popups.user_id",
-                UserId::parse,
-            )?,
-            lead_id: parse_id(
-                &r.try_get::<String, _>("lead_id")?,
-                "popups.lead_id",
-                LeadId::parse,
-            )?,
-            candidate_ids: candidates
-                .iter()
-                .map(|c| parse_id(c, "popups.candidate_ids", LeadId::parse))
-                .collect::<StoreResult<_>>()?,
-            new_lead: r.try_get("new_lead")?,
-            opportunity_id: opt_id(
-                r.try_get("opportunity_id")?,
-                "popups.opportunity_id",
-                OpportunityId::parse,
-            )?,
-            direction: Direction::parse(&direction).ok_or_else(|| corrupt("popups.direction"))?,
-            lead_number: r.try_get("lead_number")?,
-            agent_number: r.try_get("agent_number")?,
-            virtual_number: r.try_get("virtual_number")?,
-            tag: r.try_get("tag")?,
-        },
-        state: PopupState::parse(&state).ok_or_else(|| corrupt("popups.state"))?,
-        seq: r.try_get("seq")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-    })
-}
-
-fn outbox_from_row(r: &SqliteRow) -> StoreResult<OutboxItem> {
-    let request: String = r.try_get("request")?;
-    let ts = |c: &str| -> StoreResult<Option<Timestamp>> {
-        Ok(r.try_get::<Option<i64>, _>(c)?.map(Timestamp::from_millis))
-    };
-    let status: String = r.try_get("status")?;
-    Ok(OutboxItem {
-        id: parse_id(&r.try_get::<String, _>("id")?, "outbox.id", OutboxId::parse)?,
-        connector_id: parse_id(
-            &r.try_get::<String, _>("connector_id")?,
-            "outbox.connector_id",
-            ConnectorId::parse,
-        )?,
-        kind: r.try_get("kind")?,
-        next_attempt_at: if status == "pending" {
-            ts("next_attempt_at")?
-        } else {
-            None
-        },
-        status,
-        attempts: r.try_get("attempts")?,
-        last_error: r.try_get("last_error")?,
-        created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        delivered_at: ts("delivered_at")?,
-        request: serde_json::from_str(&request).ok(),
-        age_from: Timestamp::from_millis(r.try_get("age_from")?),
-    })
-}
-
-fn log_from_row(r: &SqliteRow) -> StoreResult<TelephonyLogRow> {
-    let status: i64 = r.try_get("http_status")?;
-    Ok(TelephonyLogRow {
-        id: parse_id(
-            &r.try_get::<String, _>("id")?,
-            "telephony_logs.id",
-            TelephonyLogId::parse,
-        )?,
-        at: Timestamp::from_millis(r.try_get("at")?),
-        connector_id: opt_id(
-            r.try_get("connector_id")?,
-            "telephony_logs.connector_id",
-            ConnectorId::parse,
-        )?,
-        endpoint: r.try_get("endpoint")?,
-        http_status: u16::try_from(status).map_err(|_| corrupt("telephony_logs.http_status"))?,
-        outcome: r.try_get("outcome")?,
-        error_code: r.try_get("error_code")?,
-        error_message: r.try_get("error_message")?,
-        call_session_id: r.try_get("call_session_id")?,
-        latency_us: r.try_get("latency_us")?,
-        request: json_col(r, "request")?,
-    })
 }
 
 /// Appends an event for `user` inside a transaction; returns its `seq`.
@@ -505,12 +148,7 @@ async fn write_lead(
         .bind(l.email.as_deref())
         .bind(l.phone.as_ref().map(|p| p.as_str().to_owned()))
         .bind(l.mobile.as_ref().map(|p| p.as_str().to_owned()))
-        .bind(to_json(
-            &l.secondary_numbers
-                .iter()
-                .map(PhoneNumber::as_str)
-                .collect::<Vec<_>>(),
-        ))
+        .bind(secondary_json(l))
         .bind(l.owner_id.map(|u| u.to_string()))
         .bind(l.source.as_deref())
         .bind(l.origin.as_deref())
@@ -521,45 +159,16 @@ async fn write_lead(
         .bind(now.millis())
         .bind(id.to_string())
         .execute(&mut *conn)
-        .await;
-    match res {
-        Err(e) if unique_violation(&e).is_some() => {
-            return Err(StoreError::Conflict {
-                code: "external_id_in_use",
-                field: "external_id".into(),
-            });
-        }
-        Err(e) if fk_violation(&e) => {
-            return Err(StoreError::UnknownReference {
-                field: "owner_id".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-        Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
-        Ok(_) => {}
+        .await
+        .map_err(lead_write_error)?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
     }
     sqlx::query("DELETE FROM lead_numbers WHERE lead_id = ?")
         .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
-    let lead = Lead {
-        id,
-        first_name: None,
-        last_name: None,
-        email: None,
-        phone: l.phone.clone(),
-        mobile: l.mobile.clone(),
-        secondary_numbers: l.secondary_numbers.clone(),
-        owner_id: None,
-        source: None,
-        origin: None,
-        stage: None,
-        fields: BTreeMap::new(),
-        external_id: None,
-        created_at: now,
-        updated_at: now,
-    };
-    for n in lead.numbers() {
+    for n in lead_numbers(l) {
         sqlx::query("INSERT OR IGNORE INTO lead_numbers (number, lead_id) VALUES (?, ?)")
             .bind(n.as_str())
             .bind(id.to_string())
@@ -574,12 +183,7 @@ async fn write_lead(
 /// no other `external_id` — a lead known to the source system under another id is
 /// another record, however its email reads.
 async fn import_match(conn: &mut SqliteConnection, row: &LeadPatch) -> StoreResult<Option<Lead>> {
-    let external_id = row
-        .values
-        .external_id
-        .as_deref()
-        .filter(|_| row.given.external_id);
-    if let Some(x) = external_id
+    if let Some(x) = import_external_id(row)
         && let Some(r) = sqlx::query("SELECT * FROM leads WHERE external_id = ?")
             .bind(x)
             .fetch_optional(&mut *conn)
@@ -587,19 +191,17 @@ async fn import_match(conn: &mut SqliteConnection, row: &LeadPatch) -> StoreResu
     {
         return lead_from_row(&r).map(Some);
     }
-    let Some(email) = row.values.email.as_deref().filter(|_| row.given.email) else {
+    let Some(email) = import_email(row) else {
         return Ok(None);
     };
     let found = sqlx::query("SELECT * FROM leads WHERE email = ? COLLATE NOCASE LIMIT 2")
         .bind(email)
         .fetch_all(&mut *conn)
-        .await?;
-    let [only] = found.as_slice() else {
-        return Ok(None);
-    };
-    let lead = lead_from_row(only)?;
-    let other_record = external_id.is_some() && lead.external_id.is_some();
-    Ok((!other_record).then_some(lead))
+        .await?
+        .iter()
+        .map(lead_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(import_email_match(row, found))
 }
 
 /// [`StoreError::NotFound`] unless the connector exists.
@@ -648,8 +250,6 @@ async fn fetch_user(conn: &mut SqliteConnection, id: UserId) -> StoreResult<Opti
         .transpose()
 }
 
-use sqlx::AssertSqlSafe;
-
 async fn write_user(
     conn: &mut SqliteConnection,
     id: UserId,
@@ -676,17 +276,10 @@ async fn write_user(
         .bind(now.millis())
         .bind(id.to_string())
         .execute(&mut *conn)
-        .await;
-    match res {
-        Err(e) if unique_violation(&e).is_some() => {
-            return Err(StoreError::Conflict {
-                code: "email_in_use",
-                field: "email".into(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-        Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
-        Ok(_) => {}
+        .await
+        .map_err(user_write_error)?;
+    if res.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
     }
     for table in ["user_numbers", "team_members"] {
         sqlx::query(AssertSqlSafe(format!(
@@ -697,71 +290,23 @@ async fn write_user(
         .await?;
     }
     for (i, n) in u.phone_numbers.iter().enumerate() {
-        let res =
-            sqlx::query("INSERT INTO user_numbers (number, user_id, position) VALUES (?, ?, ?)")
-                .bind(n.as_str())
-                .bind(id.to_string())
-                .bind(i64::try_from(i).unwrap_or(i64::MAX))
-                .execute(&mut *conn)
-                .await;
-        if let Err(e) = res {
-            return Err(if unique_violation(&e).is_some() {
-                StoreError::Conflict {
-                    code: "number_in_use",
-                    field: format!("phone_numbers[{i}]"),
-                }
-            } else {
-                e.into()
-            });
-        }
+        sqlx::query("INSERT INTO user_numbers (number, user_id, position) VALUES (?, ?, ?)")
+            .bind(n.as_str())
+            .bind(id.to_string())
+            .bind(i64::try_from(i).unwrap_or(i64::MAX))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| user_number_error(e, i))?;
     }
     for (i, t) in u.team_ids.iter().enumerate() {
-        let res =
-            sqlx::query("INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?, ?)")
-                .bind(t.to_string())
-                .bind(id.to_string())
-                .execute(&mut *conn)
-                .await;
-        if let Err(e) = res {
-            return Err(if fk_violation(&e) {
-                StoreError::UnknownReference {
-                    field: format!("team_ids[{i}]"),
-                }
-            } else {
-                e.into()
-            });
-        }
+        sqlx::query("INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?, ?)")
+            .bind(t.to_string())
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| team_ref_error(e, i))?;
     }
     Ok(())
-}
-
-fn apply_lead_writes(l: &mut LeadWrite, writes: &[(LeadField, String)]) {
-    for (field, value) in writes {
-        let v = Some(value.clone()).filter(|v| !v.is_empty());
-        match field {
-            LeadField::FirstName => l.first_name = v,
-            LeadField::LastName => l.last_name = v,
-            LeadField::Email => l.email = v,
-            LeadField::Phone => l.phone = v.map(PhoneNumber::from_e164_unchecked_db),
-            LeadField::Mobile => l.mobile = v.map(PhoneNumber::from_e164_unchecked_db),
-            LeadField::Source => l.source = v,
-            LeadField::Origin => l.origin = v,
-            LeadField::Stage => l.stage = v,
-            LeadField::Custom(k) => {
-                l.fields.insert(k.clone(), value.clone());
-            }
-        }
-    }
-}
-
-struct NewActivity<'a> {
-    id: ActivityId,
-    kind: ActivityKind,
-    lead_id: LeadId,
-    d: &'a DispositionWrite,
-    status: Option<&'a str>,
-    notes: Option<&'a str>,
-    data: serde_json::Value,
 }
 
 async fn insert_activity(
@@ -820,34 +365,26 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .with_context(|| format!("opening SQLite database {path}"))?;
-        let migrator = Migrator::with_migrations(vec![
-            Migration::new(
+        let migrator = embedded_migrator(&[
+            (
                 1,
-                "init".into(),
-                MigrationType::Simple,
-                include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-                false,
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
             ),
-            Migration::new(
+            (
                 2,
-                "sso".into(),
-                MigrationType::Simple,
-                include_str!("../../migrations/sqlite/0002_sso.sql").into_sql_str(),
-                false,
+                "sso",
+                include_str!("../../migrations/sqlite/0002_sso.sql"),
             ),
-            Migration::new(
+            (
                 3,
-                "click_to_call".into(),
-                MigrationType::Simple,
-                include_str!("../../migrations/sqlite/0003_click_to_call.sql").into_sql_str(),
-                false,
+                "click_to_call",
+                include_str!("../../migrations/sqlite/0003_click_to_call.sql"),
             ),
-            Migration::new(
+            (
                 4,
-                "outbox".into(),
-                MigrationType::Simple,
-                include_str!("../../migrations/sqlite/0004_outbox.sql").into_sql_str(),
-                false,
+                "outbox",
+                include_str!("../../migrations/sqlite/0004_outbox.sql"),
             ),
         ]);
         migrator
@@ -906,7 +443,7 @@ impl SqliteStore {
     }
 
     async fn team_of(&self, conn: &mut SqliteConnection, id: TeamId) -> StoreResult<Option<Team>> {
-        let Some(r) = sqlx::query(
+        sqlx::query(
             "SELECT t.id, t.name, t.created_at, \
              (SELECT json_group_array(user_id) FROM (SELECT user_id FROM team_members WHERE team_id = t.id ORDER BY user_id)) AS user_ids, \
              (SELECT json_group_array(connector_id) FROM (SELECT connector_id FROM team_connectors WHERE team_id = t.id ORDER BY connector_id)) AS connector_ids \
@@ -915,24 +452,8 @@ impl SqliteStore {
         .bind(id.to_string())
         .fetch_optional(&mut *conn)
         .await?
-        else {
-            return Ok(None);
-        };
-        let users: Vec<String> = json_col(&r, "user_ids")?;
-        let connectors: Vec<String> = json_col(&r, "connector_ids")?;
-        Ok(Some(Team {
-            id,
-            name: r.try_get("name")?,
-            user_ids: users
-                .iter()
-                .map(|u| parse_id(u, "team_members.user_id", UserId::parse))
-                .collect::<StoreResult<_>>()?,
-            connector_ids: connectors
-                .iter()
-                .map(|c| parse_id(c, "team_connectors.connector_id", ConnectorId::parse))
-                .collect::<StoreResult<_>>()?,
-            created_at: Timestamp::from_millis(r.try_get("created_at")?),
-        }))
+        .map(|r| team_from_row(&r))
+        .transpose()
     }
 
     async fn delete_by_id(&self, table: &str, id: String) -> StoreResult<()> {
@@ -991,7 +512,7 @@ impl super::Store for SqliteStore {
         .bind(c.kind.as_str())
         .bind(&c.access_key)
         .bind(&c.secret_key)
-        .bind(to_json(&StoredSettings::from(&c.settings)))
+        .bind(settings_json(&c.settings))
         .bind(now.millis())
         .bind(now.millis())
         .execute(&mut *tx)
@@ -1037,7 +558,7 @@ impl super::Store for SqliteStore {
             "UPDATE connectors SET name = ?, settings = ?, updated_at = ? WHERE id = ?",
         )
         .bind(&s.name)
-        .bind(to_json(&StoredSettings::from(s)))
+        .bind(settings_json(s))
         .bind(Timestamp::now().millis())
         .bind(id.to_string())
         .execute(&self.pool)
@@ -1157,22 +678,14 @@ impl super::Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         for (i, t) in teams.iter().enumerate() {
-            let res = sqlx::query(
+            sqlx::query(
                 "INSERT OR IGNORE INTO team_connectors (team_id, connector_id) VALUES (?, ?)",
             )
             .bind(t.to_string())
             .bind(id.to_string())
             .execute(&mut *tx)
-            .await;
-            if let Err(e) = res {
-                return Err(if fk_violation(&e) {
-                    StoreError::UnknownReference {
-                        field: format!("team_ids[{i}]"),
-                    }
-                } else {
-                    e.into()
-                });
-            }
+            .await
+            .map_err(|e| team_ref_error(e, i))?;
         }
         tx.commit().await?;
         Ok(())
@@ -1187,15 +700,7 @@ impl super::Store for SqliteStore {
             .bind(vn.created_at.millis())
             .execute(&self.pool)
             .await;
-        match res {
-            Ok(_) => Ok(vn),
-            Err(e) if unique_violation(&e).is_some() => Err(StoreError::Conflict {
-                code: "number_in_use",
-                field: "number".into(),
-            }),
-            Err(e) if fk_violation(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(e.into()),
-        }
+        res.map(|_| vn).map_err(virtual_number_error)
     }
 
     async fn list_virtual_numbers(
@@ -1518,22 +1023,20 @@ impl super::Store for SqliteStore {
         for row in rows {
             // A refused row fails in write_lead's first statement, which SQLite undoes
             // alone: the transaction and the batch's other rows go on.
-            let (outcome, written) = match import_match(&mut tx, row).await? {
-                Some(current) => {
-                    let before = LeadWrite::from(&current);
-                    let after = row.apply(before.clone());
-                    if after == before {
-                        out.push(ImportOutcome::Updated(current.id));
-                        continue;
-                    }
-                    let r = write_lead(&mut tx, current.id, &after, now, false).await;
-                    (ImportOutcome::Updated(current.id), r)
+            let matched = import_match(&mut tx, row).await?;
+            let (outcome, written) = match import_step(row, matched.as_ref()) {
+                ImportStep::Unchanged(id) => {
+                    out.push(ImportOutcome::Updated(id));
+                    continue;
                 }
-                None => {
-                    let id = LeadId::new();
-                    let r = write_lead(&mut tx, id, &row.values, now, true).await;
-                    (ImportOutcome::Created(id), r)
-                }
+                ImportStep::Update(id, after) => (
+                    ImportOutcome::Updated(id),
+                    write_lead(&mut tx, id, &after, now, false).await,
+                ),
+                ImportStep::Create(id) => (
+                    ImportOutcome::Created(id),
+                    write_lead(&mut tx, id, &row.values, now, true).await,
+                ),
             };
             out.push(match written {
                 Ok(()) => outcome,
@@ -1592,7 +1095,7 @@ impl super::Store for SqliteStore {
         o: &OpportunityWrite,
     ) -> StoreResult<Opportunity> {
         let now = Timestamp::now();
-        let res = sqlx::query(
+        sqlx::query(
             "INSERT INTO opportunities (id, lead_id, name, owner_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.to_string())
@@ -1603,16 +1106,8 @@ impl super::Store for SqliteStore {
         .bind(now.millis())
         .bind(now.millis())
         .execute(&self.pool)
-        .await;
-        match res {
-            Err(e) if fk_violation(&e) => {
-                return Err(StoreError::UnknownReference {
-                    field: "lead_id".into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-            Ok(_) => {}
-        }
+        .await
+        .map_err(opportunity_write_error)?;
         self.get_opportunity(id).await?.ok_or(StoreError::NotFound)
     }
 
@@ -1651,16 +1146,10 @@ impl super::Store for SqliteStore {
             .bind(Timestamp::now().millis())
             .bind(id.to_string())
             .execute(&self.pool)
-            .await;
-        match res {
-            Err(e) if fk_violation(&e) => {
-                return Err(StoreError::UnknownReference {
-                    field: "lead_id".into(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-            Ok(r) if r.rows_affected() == 0 => return Err(StoreError::NotFound),
-            Ok(_) => {}
+            .await
+            .map_err(opportunity_write_error)?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
         }
         self.get_opportunity(id).await?.ok_or(StoreError::NotFound)
     }
@@ -1674,19 +1163,7 @@ impl super::Store for SqliteStore {
         f: &ActivityFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Activity>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM activities WHERE 1 = 1");
-        if let Some(l) = f.lead_id {
-            qb.push(" AND lead_id = ").push_bind(l.to_string());
-        }
-        if let Some(o) = f.opportunity_id {
-            qb.push(" AND opportunity_id = ").push_bind(o.to_string());
-        }
-        if let Some(u) = f.user_id {
-            qb.push(" AND user_id = ").push_bind(u.to_string());
-        }
-        if let Some(s) = f.since {
-            qb.push(" AND created_at >= ").push_bind(s.millis());
-        }
+        let qb = activities_query(f);
         self.fetch_page(qb, page, ("created_at", "id"), activity_from_row)
             .await
     }
@@ -1851,19 +1328,7 @@ impl super::Store for SqliteStore {
         .bind(after)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let payload: Option<String> = r.try_get("payload")?;
-                Ok(StoredEvent {
-                    seq: r.try_get("seq")?,
-                    kind: r.try_get("kind")?,
-                    popup_id: opt_id(r.try_get("popup_id")?, "events.popup_id", PopupId::parse)?,
-                    payload: payload
-                        .map(|p| serde_json::from_str(&p).map_err(|_| corrupt("events.payload")))
-                        .transpose()?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn dispose(&self, d: &DispositionWrite) -> Result<Vec<i64>, DisposeError> {
@@ -1901,52 +1366,8 @@ impl super::Store for SqliteStore {
         apply_lead_writes(&mut write, &d.disposition.writes);
         write_lead(&mut tx, lead.id, &write, now, false).await?;
 
-        let disp = &d.disposition;
-        insert_activity(
-            &mut tx,
-            NewActivity {
-                id: d.activity_id,
-                kind: ActivityKind::Disposition,
-                lead_id: lead.id,
-                d,
-                status: Some(&disp.value),
-                notes: disp.notes.as_deref(),
-                data: serde_json::json!({ "value": disp.value, "popup_id": d.popup_id }),
-            },
-            now,
-        )
-        .await?;
-        if let Some(t) = &disp.task {
-            insert_activity(
-                &mut tx,
-                NewActivity {
-                    id: ActivityId::new(),
-                    kind: ActivityKind::Task,
-                    lead_id: lead.id,
-                    d,
-                    status: Some("open"),
-                    notes: None,
-                    data: serde_json::json!({ "subject": t.subject, "due_at": t.due_at }),
-                },
-                now,
-            )
-            .await?;
-        }
-        if let Some(a) = &disp.activity {
-            insert_activity(
-                &mut tx,
-                NewActivity {
-                    id: ActivityId::new(),
-                    kind: ActivityKind::Custom,
-                    lead_id: lead.id,
-                    d,
-                    status: None,
-                    notes: a.note.as_deref(),
-                    data: serde_json::json!({ "type": a.kind, "note": a.note }),
-                },
-                now,
-            )
-            .await?;
+        for a in disposition_activities(d, lead.id) {
+            insert_activity(&mut tx, a, now).await?;
         }
         if let Some(o) = &d.outbox {
             sqlx::query(
@@ -2002,12 +1423,7 @@ impl super::Store for SqliteStore {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            let popup_id = parse_id(&r.try_get::<String, _>("id")?, "popups.id", PopupId::parse)?;
-            let user_id = parse_id(
-                &r.try_get::<String, _>("user_id")?,
-                "popups.user_id",
-                UserId::parse,
-            )?;
+            let (popup_id, user_id) = popup_owner_from_row(&r)?;
             let seq = append_event(
                 &mut tx,
                 user_id,
@@ -2156,8 +1572,7 @@ impl super::Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         if let Some(last) = last {
-            let wait_ms = last + window_secs * 1000 - c.at.millis();
-            return Ok(Some((wait_ms.max(1) + 999) / 1000));
+            return Ok(Some(click_to_call_wait(last, window_secs, c.at)));
         }
         sqlx::query(
             "INSERT INTO click_to_calls (id, user_id, lead_id, number, opportunity_id, connector_id, created_at) \
@@ -2182,7 +1597,7 @@ impl super::Store for SqliteStore {
         number: &PhoneNumber,
         since: Timestamp,
     ) -> StoreResult<Option<ClickToCallRecord>> {
-        let Some(r) = sqlx::query(
+        sqlx::query(
             "SELECT * FROM click_to_calls WHERE user_id = ? AND number = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
         )
         .bind(user.to_string())
@@ -2190,29 +1605,8 @@ impl super::Store for SqliteStore {
         .bind(since.millis())
         .fetch_optional(&self.pool)
         .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(ClickToCallRecord {
-            user_id: user,
-            lead_id: parse_id(
-                &r.try_get::<String, _>("lead_id")?,
-                "click_to_calls.lead_id",
-                LeadId::parse,
-            )?,
-            number: number.clone(),
-            opportunity_id: opt_id(
-                r.try_get("opportunity_id")?,
-                "click_to_calls.opportunity_id",
-                OpportunityId::parse,
-            )?,
-            connector_id: parse_id(
-                &r.try_get::<String, _>("connector_id")?,
-                "click_to_calls.connector_id",
-                ConnectorId::parse,
-            )?,
-            at: Timestamp::from_millis(r.try_get("created_at")?),
-        }))
+        .map(|r| click_to_call_from_row(&r, user, number))
+        .transpose()
     }
 
     async fn connector_team_ids(&self, connector: ConnectorId) -> StoreResult<Vec<TeamId>> {
@@ -2402,25 +1796,7 @@ impl super::Store for SqliteStore {
         f: &TelephonyLogFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<TelephonyLogRow>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM telephony_logs WHERE 1 = 1");
-        if let Some(c) = f.connector_id {
-            qb.push(" AND connector_id = ").push_bind(c.to_string());
-        }
-        for (col, v) in [
-            ("endpoint", &f.endpoint),
-            ("outcome", &f.outcome),
-            ("call_session_id", &f.call_session_id),
-        ] {
-            if let Some(v) = v {
-                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
-            }
-        }
-        if let Some(s) = f.since {
-            qb.push(" AND at >= ").push_bind(s.millis());
-        }
-        if let Some(u) = f.until {
-            qb.push(" AND at < ").push_bind(u.millis());
-        }
+        let qb = telephony_logs_query(f);
         self.fetch_page(qb, page, ("at", "id"), log_from_row).await
     }
 }

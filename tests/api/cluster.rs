@@ -1,5 +1,6 @@
-//! Scale-out (SPEC 7): several real gateway nodes sharing one store and one real Redis
-//! (a `redis-server` of the test's own, so it can be stopped and restarted).
+//! Scale-out (SPEC 7): several real gateway nodes sharing one real PostgreSQL database
+//! (whatever `UTC_TEST_STORE` says: clustering requires it) and one real Redis (a
+//! `redis-server` of the test's own, so it can be stopped and restarted).
 
 use crate::helpers::{AgentSocket, Seen, TestApp, TestConnector, WAIT, start_node};
 use serde_json::{Value, json};
@@ -64,16 +65,17 @@ impl Drop for TestRedis {
 /// A cluster: one Redis, one shared store, `n` nodes named a, b, c…
 pub struct Cluster {
     pub redis: TestRedis,
-    pub _store: crate::helpers::SharedStore,
     pub nodes: Vec<TestApp>,
     pub connector: TestConnector,
+    /// Last, so the database is dropped after the nodes stopped using it.
+    pub _store: crate::helpers::TestStore,
 }
 
 impl Cluster {
     pub async fn start(n: usize) -> Cluster {
         let redis = TestRedis::start().await;
         let mut nodes = Vec::new();
-        let store = crate::helpers::shared_store().await;
+        let store = crate::helpers::TestStore::postgres().await;
         for i in 0..n {
             let name = format!("node-{}", char::from(b'a' + u8::try_from(i).unwrap()));
             nodes.push(start_node(&store, &redis.url(), &name, 3).await);
@@ -377,9 +379,7 @@ async fn start_binary_node(
 
 #[tokio::test]
 async fn killing_a_node_removes_its_agents_from_presence_within_the_ttl() {
-    let Some(store) = crate::helpers::shared_postgres().await else {
-        return; // the real binary only clusters on PostgreSQL (UTC_TEST_STORE=postgres)
-    };
+    let store = crate::helpers::TestStore::postgres().await;
     let redis = TestRedis::start().await;
     let a = start_node(&store, &redis.url(), "node-a", 2).await;
     let connector = a.connector().await;

@@ -21,7 +21,115 @@ pub struct TestApp {
     pub state: AppState,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub settings: Settings,
-    pub _dir: tempfile::TempDir,
+    pub store: TestStore,
+}
+
+/// Whether this run tests the PostgreSQL store (`UTC_TEST_STORE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("UTC_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// The PostgreSQL server the tests use, without a database (`UTC_TEST_PG_URL`, default
+/// `postgres://postgres@127.0.0.1:5432`).
+fn pg_server() -> url::Url {
+    let raw = std::env::var("UTC_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let mut server = url::Url::parse(&raw).expect("UTC_TEST_PG_URL is a URL");
+    server.set_path("");
+    server
+}
+
+fn pg_database_url(name: &str) -> String {
+    let mut url = pg_server();
+    url.set_path(name);
+    url.to_string()
+}
+
+/// The store a test app runs on, with a temporary directory: a SQLite file in it, or
+/// with `UTC_TEST_STORE=postgres` a fresh database `utc_test_<uuid>`, dropped when this
+/// is dropped (`scripts/test` also drops ones left by an aborted run).
+pub struct TestStore {
+    /// The `store.url`.
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    database: Option<String>,
+}
+
+impl TestStore {
+    pub async fn new() -> TestStore {
+        if on_postgres() {
+            return Self::postgres().await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/utc.db", dir.path().display());
+        TestStore {
+            url,
+            dir,
+            database: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database whatever `UTC_TEST_STORE` says (cluster tests).
+    pub async fn postgres() -> TestStore {
+        use sqlx::Connection as _;
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("utc_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&pg_database_url("postgres"))
+            .await
+            .expect("PostgreSQL answers at UTC_TEST_PG_URL (default 127.0.0.1:5432)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        TestStore {
+            url: pg_database_url(&name),
+            dir,
+            database: Some(name),
+        }
+    }
+}
+
+impl TestStore {
+    /// The same database for another node; dropping it leaves the database alone.
+    pub fn shared(&self) -> TestStore {
+        TestStore {
+            url: self.url.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            database: None,
+        }
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let Some(name) = self.database.take() else {
+            return;
+        };
+        // Dropped inside the test's runtime: the DROP runs on a thread of its own.
+        // FORCE ends the connections the app still holds.
+        let admin = pg_database_url("postgres");
+        let dropped = std::thread::spawn(move || {
+            use sqlx::Connection as _;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut c = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await?;
+                c.close().await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("test database not dropped: {dropped:?}");
+        }
+    }
 }
 
 /// A connector created through the API, with its keys.
@@ -36,10 +144,10 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new().await;
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
-    settings.store.url = format!("sqlite://{}/utc.db", dir.path().display());
+    settings.store.url = store.url.clone();
     let admin_token = format!("admin-{}", uuid::Uuid::new_v4());
     settings.auth.admin_token = Some(admin_token.clone().into());
     settings.log.level = "warn".into();
@@ -47,10 +155,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     // tweaks may step outside what validate() allows (e.g. an idle timeout shorter than
     // the heartbeat, to test idle closing without pings)
     tweak(&mut settings);
-    start(settings, admin_token, dir).await
+    start(settings, admin_token, store).await
 }
 
-async fn start(settings: Settings, admin_token: String, dir: tempfile::TempDir) -> TestApp {
+async fn start(settings: Settings, admin_token: String, store: TestStore) -> TestApp {
     let app = App::build(settings.clone()).await.unwrap();
     let addr = app.local_addr().unwrap();
     let state = app.state().clone();
@@ -62,16 +170,26 @@ async fn start(settings: Settings, admin_token: String, dir: tempfile::TempDir) 
         state,
         handle,
         settings,
-        _dir: dir,
+        store,
     }
 }
 
 impl TestApp {
+    /// Another node: a second gateway on the same database, with the same settings.
+    pub async fn second_node(&self) -> TestApp {
+        start(
+            self.settings.clone(),
+            self.admin_token.clone(),
+            self.store.shared(),
+        )
+        .await
+    }
+
     /// Stops the gateway (as SIGTERM would) and starts a new one on the same database.
     pub async fn restart(self) -> TestApp {
         self.state.shutdown.token.cancel();
         self.handle.await.unwrap().unwrap();
-        start(self.settings, self.admin_token, self._dir).await
+        start(self.settings, self.admin_token, self.store).await
     }
 
     /// Posts a call log with keys in headers; returns status and body.
@@ -457,37 +575,22 @@ pub async fn outbox_item(app_url: &str, admin_token: &str, status: &str) -> Valu
     .unwrap_or_else(|_| panic!("no outbox item became {status}"))
 }
 
-/// A store several nodes can share, kept alive as long as the returned value.
-pub struct SharedStore {
-    pub url: String,
-    _dir: std::sync::Arc<tempfile::TempDir>,
-}
-
-pub async fn shared_store() -> SharedStore {
-    let dir = tempfile::tempdir().unwrap();
-    SharedStore {
-        url: format!("sqlite://{}/utc.db", dir.path().display()),
-        _dir: std::sync::Arc::new(dir),
-    }
-}
-
-/// A cluster node on `store` and `redis_url`, named `node_id`, with a short presence TTL.
+/// A cluster node on `store` (PostgreSQL) and `redis_url`, named `node_id`, with a short presence TTL.
 pub async fn start_node(
-    store: &SharedStore,
+    store: &TestStore,
     redis_url: &str,
     node_id: &str,
     presence_ttl_secs: u64,
 ) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
     settings.store.url = store.url.clone();
     let admin_token = "admin-cluster".to_owned();
     settings.auth.admin_token = Some(admin_token.clone().into());
     settings.log.level = "warn".into();
-    settings.validate().unwrap();
     settings.cluster.redis_url = Some(redis_url.to_owned());
     settings.cluster.node_id = Some(node_id.to_owned());
     settings.cluster.presence_ttl_secs = Some(presence_ttl_secs);
-    start(settings, admin_token, dir).await
+    settings.validate().unwrap();
+    start(settings, admin_token, store.shared()).await
 }

@@ -373,8 +373,8 @@ async fn the_import_needs_the_admin_token_and_a_known_content_type() {
 
 #[tokio::test]
 async fn the_import_leads_command_imports_a_file_into_the_configured_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}/utc.db", dir.path().display());
+    let store = crate::helpers::TestStore::new().await;
+    let (dir, db) = (&store.dir, &store.url);
     let file = dir.path().join("leads.csv");
     std::fs::write(
         &file,
@@ -384,7 +384,7 @@ async fn the_import_leads_command_imports_a_file_into_the_configured_store() {
     let run = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_utc-gateway"))
             .current_dir(dir.path())
-            .env("UTC__STORE__URL", &db)
+            .env("UTC__STORE__URL", db)
             .args(args)
             .output()
             .unwrap()
@@ -419,8 +419,8 @@ async fn the_import_leads_command_imports_a_file_into_the_configured_store() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nowhere.csv"));
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("--format"));
-    let store = utc_gateway::store::open(&db).await.unwrap();
-    let leads = store
+    let opened = utc_gateway::store::open(db).await.unwrap();
+    let leads = opened
         .list_leads(
             &utc_gateway::store::LeadFilter::All,
             &utc_gateway::store::PageRequest {

@@ -1,5 +1,6 @@
-//! Integration tests: the real app on port 0 with a real SQLite file and real
-//! WebSocket clients. One test binary; one module per surface.
+//! Integration tests: the real app on port 0 with a real store (a SQLite file, or a
+//! fresh PostgreSQL database with `UTC_TEST_STORE=postgres`) and real WebSocket
+//! clients. One test binary; one module per surface.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +16,7 @@ mod openapi;
 mod outbox;
 mod popup;
 mod route;
+mod shared_store;
 mod simulate;
 mod socket;
 mod sso;

@@ -104,16 +104,16 @@ async fn a_400_fails_the_item_at_once() {
 }
 
 /// The real binary, started in `dir` on a free port; returns the child and its URL.
-async fn start_binary(dir: &std::path::Path, admin: &str) -> (tokio::process::Child, String) {
+async fn start_binary(
+    store: &crate::helpers::TestStore,
+    admin: &str,
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_utc-gateway"))
         .arg("serve")
-        .current_dir(dir)
+        .current_dir(store.dir.path())
         .env("UTC__SERVER__LISTEN", "127.0.0.1:0")
-        .env(
-            "UTC__STORE__URL",
-            format!("sqlite://{}/utc.db", dir.display()),
-        )
+        .env("UTC__STORE__URL", &store.url)
         .env("UTC__AUTH__ADMIN_TOKEN", admin)
         .env("UTC__OUTBOX__INITIAL_BACKOFF_MS", "50")
         .env("UTC__LOG__LEVEL", "warn")
@@ -142,10 +142,10 @@ async fn start_binary(dir: &std::path::Path, admin: &str) -> (tokio::process::Ch
 #[tokio::test]
 async fn a_disposition_accepted_before_a_sigkill_is_delivered_after_the_restart() {
     let provider = FakeProvider::start(vec![(503, "down")]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let store = crate::helpers::TestStore::new().await;
     let admin = "admin-kill-test";
     let client = reqwest::Client::new();
-    let (mut first, url) = start_binary(dir.path(), admin).await;
+    let (mut first, url) = start_binary(&store, admin).await;
     let post = |path: &str, body: Value| {
         client
             .post(format!("{url}{path}"))
@@ -197,7 +197,7 @@ async fn a_disposition_accepted_before_a_sigkill_is_delivered_after_the_restart(
 
     first.kill().await.unwrap(); // SIGKILL: no shutdown, no flush
     provider.answer(vec![(200, "ok")]);
-    let (_second, url2) = start_binary(dir.path(), admin).await;
+    let (_second, url2) = start_binary(&store, admin).await;
 
     let item = outbox_item(&url2, admin, "delivered").await;
     let accepted: Vec<_> = provider
