@@ -399,13 +399,20 @@ async fn killing_a_node_removes_its_agents_from_presence_within_the_ttl() {
         connector,
     };
     c.wait_presence(0, &user, 1).await;
-    let seen = c.nodes[0].popup(&c.connector, "08611795988", "101", "k-1").await;
-    assert_eq!(seen["Delivered"], 1, "a popup posted to a reaches the socket on k");
+    let seen = c.nodes[0]
+        .popup(&c.connector, "08611795988", "101", "k-1")
+        .await;
+    assert_eq!(
+        seen["Delivered"], 1,
+        "a popup posted to a reaches the socket on k"
+    );
 
     child.kill().await.unwrap(); // SIGKILL: no goodbye to Redis
 
     c.wait_presence(0, &user, 0).await;
-    let after = c.nodes[0].popup(&c.connector, "08611795988", "101", "k-2").await;
+    let after = c.nodes[0]
+        .popup(&c.connector, "08611795988", "101", "k-2")
+        .await;
     assert_eq!(after["Delivered"], 0);
     assert_eq!(after["Queued"], true);
 }

@@ -107,7 +107,11 @@ fn process_ticks(pid: u32) -> u64 {
     };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime is field 14, stime 15
-    let get = |i: usize| f.get(i - 3).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        f.get(i - 3)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(14) + get(15)
 }
 
@@ -262,7 +266,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let end = Instant::now().min(last_due + Duration::from_millis(args.frame_timeout_ms));
     let cpu1 = machine_cpu();
     let gw1 = args.gateway_pid.map_or(0, process_ticks);
-    let wall = end.saturating_duration_since(cpu0.2).max(Duration::from_millis(1));
+    let wall = end
+        .saturating_duration_since(cpu0.2)
+        .max(Duration::from_millis(1));
     let busy = if cpu1.total > cpu0.0.total {
         (cpu1.busy - cpu0.0.busy) as f64 / (cpu1.total - cpu0.0.total) as f64
     } else {
@@ -273,7 +279,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let gateway_share = args
         .gateway_pid
         .map(|_| (gw1.saturating_sub(cpu0.1)) as f64 / ticks_per_sec / wall.as_secs_f64() / cores);
-    let gateway_rss_kib = args.gateway_pid.and_then(|p| crate::idle::vm_rss_kib(p).ok());
+    let gateway_rss_kib = args
+        .gateway_pid
+        .and_then(|p| crate::idle::vm_rss_kib(p).ok());
 
     let lost_measured = in_flight
         .lock()
