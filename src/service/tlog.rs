@@ -44,6 +44,7 @@ impl TelephonyLog {
     /// Queues a row; when the queue is full the row is dropped with a warning.
     pub fn record(&self, row: TelephonyLogRow) {
         if self.tx.try_send(row).is_err() {
+            metrics::counter!("utc_telephony_log_dropped_total").increment(1);
             tracing::warn!("telephony-log queue full; a row was dropped");
         }
     }

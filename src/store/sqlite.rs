@@ -1533,25 +1533,31 @@ impl super::Store for SqliteStore {
     }
 
     async fn insert_telephony_logs(&self, rows: &[TelephonyLogRow]) -> StoreResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.immediate().await?;
-        for r in rows {
-            sqlx::query(
+        // one statement per 500 rows (11 parameters a row, under SQLite's 32766): each
+        // statement is one trip to SQLite's thread, and the write lock is held briefly
+        for chunk in rows.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO telephony_logs (id, at, connector_id, endpoint, http_status, outcome, error_code, \
-                 error_message, call_session_id, latency_us, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(r.id.to_string())
-            .bind(r.at.millis())
-            .bind(r.connector_id.map(|c| c.to_string()))
-            .bind(&r.endpoint)
-            .bind(i64::from(r.http_status))
-            .bind(&r.outcome)
-            .bind(r.error_code.as_deref())
-            .bind(r.error_message.as_deref())
-            .bind(r.call_session_id.as_deref())
-            .bind(r.latency_us)
-            .bind(to_json(&r.request))
-            .execute(&mut *tx)
-            .await?;
+                 error_message, call_session_id, latency_us, request) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id.to_string())
+                    .push_bind(r.at.millis())
+                    .push_bind(r.connector_id.map(|c| c.to_string()))
+                    .push_bind(r.endpoint.clone())
+                    .push_bind(i64::from(r.http_status))
+                    .push_bind(r.outcome.clone())
+                    .push_bind(r.error_code.clone())
+                    .push_bind(r.error_message.clone())
+                    .push_bind(r.call_session_id.clone())
+                    .push_bind(r.latency_us)
+                    .push_bind(to_json(&r.request));
+            });
+            qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -4,10 +4,10 @@
 //! Setup: one team, one connector, `--sockets` agents with one authenticated socket
 //! each, `--leads` leads. Then popup `i` is due at `start + i / rate` and goes to agent
 //! `i % sockets`; it is sent from its own task over a keep-alive HTTP pool, so a slow
-//! answer never delays the next popup. Its round trip runs from the moment it was
-//! **due** (not when it was actually sent: a late sender counts against the gateway's
-//! figure, avoiding coordinated omission) to the moment the agent's socket read the
-//! `popup` frame. Popups of the first `--warmup-secs` are sent but not recorded. A popup
+//! answer never delays the next popup (no coordinated omission). Its round trip runs
+//! from the moment its POST is handed to the HTTP client to the moment the agent's
+//! socket read the `popup` frame; the same measured from when it was **due** is shown
+//! beside it (it adds the load tool's own lateness: timers fire up to 1 ms late). Popups of the first `--warmup-secs` are sent but not recorded. A popup
 //! whose frame did not come within `--frame-timeout-ms` after the last one was due is
 //! lost. The machine's busy share (all cores, from /proc/stat) over the measured phase
 //! is reported beside the figures, and with `--gateway-pid` the gateway's own CPU share
@@ -58,13 +58,28 @@ pub struct Args {
     pub gateway_pid: Option<u32>,
 }
 
-/// Popups in flight: call session id -> (due at, measured).
-type InFlight = Arc<Mutex<HashMap<String, (Instant, bool)>>>;
+/// A popup in flight.
+#[derive(Clone, Copy)]
+struct Flight {
+    /// When it was due.
+    due: Instant,
+    /// When its POST was handed to the HTTP client (set by its task).
+    sent: Option<Instant>,
+    /// Whether it counts (not warm-up).
+    measured: bool,
+}
 
-/// Round trips of measured popups, and their count.
+/// Popups in flight by call session id.
+type InFlight = Arc<Mutex<HashMap<String, Flight>>>;
+
+/// Round trips of measured popups.
 #[derive(Default)]
 struct Seen {
+    /// From the POST being sent to the frame being read.
     rtt: Vec<Duration>,
+    /// From the popup being due to the frame being read (includes the load tool's
+    /// own lateness in sending).
+    from_due: Vec<Duration>,
     unexpected: usize,
 }
 
@@ -166,10 +181,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let in_flight: InFlight = Arc::new(Mutex::new(HashMap::new()));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let mut readers = Vec::new();
-    for mut s in sockets {
+    for s in sockets {
         let in_flight = in_flight.clone();
         let seen = seen.clone();
         readers.push(tokio::spawn(async move {
+            // the whole socket moves here: its command sender keeps its task reading
+            let mut s = s;
             while let Some(ev) = s.events.recv().await {
                 match ev {
                     Event::Popup {
@@ -177,16 +194,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         at,
                         ..
                     } => {
-                        let due = in_flight
+                        let flight = in_flight
                             .lock()
                             .ok()
                             .and_then(|mut m| m.remove(&call_session_id));
                         if let Ok(mut seen) = seen.lock() {
-                            match due {
-                                Some((due, true)) => {
-                                    seen.rtt.push(at.saturating_duration_since(due));
+                            match flight {
+                                Some(f) if f.measured => {
+                                    let sent = f.sent.unwrap_or(f.due);
+                                    seen.rtt.push(at.saturating_duration_since(sent));
+                                    seen.from_due.push(at.saturating_duration_since(f.due));
                                 }
-                                Some((_, false)) => {}
+                                Some(_) => {}
                                 None => seen.unexpected += 1,
                             }
                         }
@@ -233,14 +252,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
         .to_string();
         if let Ok(mut m) = in_flight.lock() {
-            m.insert(session.clone(), (due, i >= warmup));
+            let flight = Flight {
+                due,
+                sent: None,
+                measured: i >= warmup,
+            };
+            m.insert(session.clone(), flight);
         }
         let req = client
             .post(popup_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         let errors = http_errors.clone();
+        let flights = in_flight.clone();
         senders.push(tokio::spawn(async move {
+            if let Some(f) = flights
+                .lock()
+                .ok()
+                .as_mut()
+                .and_then(|m| m.get_mut(&session))
+            {
+                f.sent = Some(Instant::now());
+            }
             let problem = match req.send().await {
                 Ok(r) if r.status().is_success() => None,
                 Ok(r) => Some(format!("{session}: HTTP {}", r.status())),
@@ -285,14 +318,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let lost_measured = in_flight
         .lock()
-        .map(|m| m.values().filter(|(_, measured)| *measured).count())
+        .map(|m| m.values().filter(|f| f.measured).count())
         .unwrap_or(0);
     for r in readers {
         r.abort();
     }
-    let (rtt, unexpected) = match seen.lock() {
-        Ok(mut s) => (std::mem::take(&mut s.rtt), s.unexpected),
-        Err(_) => (Vec::new(), 0),
+    let (rtt, from_due, unexpected) = match seen.lock() {
+        Ok(mut s) => (
+            std::mem::take(&mut s.rtt),
+            std::mem::take(&mut s.from_due),
+            s.unexpected,
+        ),
+        Err(_) => (Vec::new(), Vec::new(), 0),
     };
     let (errors, error_samples) = http_errors
         .lock()
@@ -300,6 +337,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_default();
     let received = rtt.len();
     let summary = stats::summarize(rtt);
+    let from_due = stats::summarize(from_due);
 
     println!(
         "popup-rate: {measured} measured popups at {} /s over {} sockets ({} warm-up, {} leads, setup {:.1} s)",
@@ -311,6 +349,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("{}", stats::tail_header());
     println!("{}", stats::tail_row("popup round trip", summary));
+    println!("{}", stats::tail_row("  from when it was due", from_due));
     println!(
         "checks                   received={received} lost={lost_measured} http_errors={errors} unexpected_frames={unexpected} late_sends={late_sends}"
     );
@@ -337,6 +376,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "warmup": warmup,
         "leads": args.leads,
         "rtt_ms": stats::json_or_null(summary),
+        "from_due_ms": stats::json_or_null(from_due),
         "received": received,
         "lost": lost_measured,
         "http_errors": errors,

@@ -29,6 +29,11 @@ pub struct Args {
     /// The gateway's admin token.
     #[arg(long)]
     pub admin_token: String,
+    /// Base URL of the node the agents' sockets connect to (default: --url). With
+    /// another node of a cluster, popups cross nodes (posted to --url, delivered over
+    /// Redis by the socket's node).
+    #[arg(long)]
+    pub socket_url: Option<String>,
     /// Measured popups in total (split evenly over the senders).
     #[arg(long, default_value_t = 1000)]
     pub count: usize,
@@ -284,7 +289,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--count must be at least --concurrency");
     }
     let base = admin::base_url(&args.url);
-    let ws = admin::ws_url(&base)?;
+    let ws = admin::ws_url(&admin::base_url(
+        args.socket_url.as_deref().unwrap_or(&args.url),
+    ))?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.concurrency.max(8))
@@ -415,6 +422,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let line = json!({
         "bench": "popup-rtt",
+        "cross_node": args.socket_url.is_some_and(|u| admin::base_url(&u) != base),
         "concurrency": args.concurrency,
         "count": args.count,
         "warmup_per_sender": args.warmup,
