@@ -282,7 +282,9 @@ async fn upgrade(
         .into_response();
     }
     let max = state.settings.ws.max_message_bytes;
-    ws.read_buffer_size(4096)
+    // 1 KiB: browsers send small frames (auth, ack, dispose); a larger one grows it.
+    // Memory per idle socket is a product feature (DESIGN.md)
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(max.max(64 * 1024) * 2)
         .max_message_size(max)

@@ -74,12 +74,6 @@ impl WriteTx {
     async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
-
-    /// Rolls back before the write lock is released (a dropped transaction would roll
-    /// back later, when the next writer may already be waiting on SQLite's lock).
-    async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
-    }
 }
 
 const USER_SELECT: &str = "SELECT u.id, u.name, u.email, u.group_ids, u.role, u.active, \
@@ -1189,18 +1183,17 @@ impl super::Store for SqliteStore {
         online: bool,
     ) -> StoreResult<(PopupRecord, PopupOutcome)> {
         let now = Timestamp::now();
-        let mut tx = self.immediate().await?;
-        // the event's seq first, so the popup row is written once, with it
-        let seq: i64 =
-            sqlx::query_scalar("UPDATE users SET seq = seq + 1 WHERE id = ? RETURNING seq")
-                .bind(c.user_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
+        // One trip to SQLite's thread for the whole write (the hot path of every popup):
+        // the user's next seq, the popup written once with it, and its replay event, in
+        // one transaction. A closed popup with this key stops all three (nothing
+        // changes, not even the seq); a failure rolls back before the lock is released.
+        let sql = format!(
+            "BEGIN IMMEDIATE; \
+             UPDATE users SET seq = seq + 1 WHERE id = ?4 AND NOT EXISTS (SELECT 1 FROM popups \
+               WHERE connector_id = ?2 AND call_session_id = ?3 AND user_id = ?4 AND state NOT IN {OPEN_STATES}); \
+             INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
                opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, (SELECT seq FROM users WHERE id = ?4), ?15, ?15) \
              ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
                lead_id = excluded.lead_id, candidate_ids = excluded.candidate_ids, \
                new_lead = (popups.new_lead OR excluded.new_lead), opportunity_id = excluded.opportunity_id, \
@@ -1209,55 +1202,63 @@ impl super::Store for SqliteStore {
                tag = excluded.tag, seq = excluded.seq, updated_at = excluded.updated_at, \
                state = CASE WHEN popups.state = 'queued' THEN excluded.state ELSE popups.state END \
              WHERE popups.state IN {OPEN_STATES} \
-             RETURNING *"
-        )))
-        .bind(new_id.to_string())
-        .bind(c.connector_id.to_string())
-        .bind(&c.call_session_id)
-        .bind(c.user_id.to_string())
-        .bind(c.lead_id.to_string())
-        .bind(to_json(&c.candidate_ids))
-        .bind(c.new_lead)
-        .bind(c.opportunity_id.map(|o| o.to_string()))
-        .bind(c.direction.as_str())
-        .bind(c.lead_number.as_deref())
-        .bind(c.agent_number.as_deref())
-        .bind(c.virtual_number.as_deref())
-        .bind(c.tag.as_deref())
-        .bind(if online { "delivered" } else { "queued" })
-        .bind(seq)
-        .bind(now.millis())
-        .bind(now.millis())
-        .fetch_optional(&mut *tx)
-        .await?;
+             RETURNING *; \
+             INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) \
+             SELECT user_id, seq, CASE WHEN id = ?1 THEN 'popup' ELSE 'popup_update' END, id, NULL, ?15 \
+             FROM popups WHERE connector_id = ?2 AND call_session_id = ?3 AND user_id = ?4 \
+               AND state IN {OPEN_STATES} AND updated_at = ?15 AND seq = (SELECT seq FROM users WHERE id = ?4); \
+             COMMIT"
+        );
+        let _lock = self.write_guard().await;
+        let mut conn = self.pool.acquire().await?;
+        let written = sqlx::query(AssertSqlSafe(sql))
+            .bind(new_id.to_string())
+            .bind(c.connector_id.to_string())
+            .bind(&c.call_session_id)
+            .bind(c.user_id.to_string())
+            .bind(c.lead_id.to_string())
+            .bind(to_json(&c.candidate_ids))
+            .bind(c.new_lead)
+            .bind(c.opportunity_id.map(|o| o.to_string()))
+            .bind(c.direction.as_str())
+            .bind(c.lead_number.as_deref())
+            .bind(c.agent_number.as_deref())
+            .bind(c.virtual_number.as_deref())
+            .bind(c.tag.as_deref())
+            .bind(if online { "delivered" } else { "queued" })
+            .bind(now.millis())
+            .fetch_all(&mut *conn)
+            .await;
+        let rows = match written {
+            Ok(rows) => rows,
+            Err(e) => {
+                // the statement that failed left the transaction open on this connection
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                return Err(e.into());
+            }
+        };
+        drop(conn);
+        drop(_lock);
+        let row = rows.into_iter().next();
         let Some(row) = row else {
-            // disposed or expired: nothing changes, not even the user's seq
-            tx.rollback().await?;
+            // disposed or expired: nothing changed, not even the user's seq
             let row = sqlx::query(
                 "SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ?",
             )
             .bind(c.connector_id.to_string())
             .bind(&c.call_session_id)
             .bind(c.user_id.to_string())
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
             return Ok((popup_from_row(&row)?, PopupOutcome::Closed));
         };
         let record = popup_from_row(&row)?;
-        let (outcome, kind) = if record.id == new_id {
-            (PopupOutcome::Created, "popup")
+        let outcome = if record.id == new_id {
+            PopupOutcome::Created
         } else {
-            (PopupOutcome::Updated, "popup_update")
+            PopupOutcome::Updated
         };
-        sqlx::query("INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES (?, ?, ?, ?, NULL, ?)")
-            .bind(c.user_id.to_string())
-            .bind(seq)
-            .bind(kind)
-            .bind(record.id.to_string())
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok((record, outcome))
     }
 

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 struct Setup {
     app: TestApp,
+    connector: crate::helpers::TestConnector,
     token: String,
     tab1: AgentSocket,
     tab2: AgentSocket,
@@ -30,6 +31,7 @@ async fn setup() -> Setup {
     tab2.expect("popup").await;
     Setup {
         app,
+        connector: c,
         token,
         tab1,
         tab2,
@@ -206,4 +208,39 @@ async fn another_agents_popup_cannot_be_disposed() {
     assert_eq!(res.status().as_u16(), 404);
     let out: Value = res.json().await.unwrap();
     assert_eq!(out["error"]["code"], "not_found");
+}
+
+#[tokio::test]
+async fn a_repost_of_a_disposed_popup_changes_nothing_not_even_the_seq() {
+    let Setup {
+        app,
+        connector: c,
+        token,
+        mut tab1,
+        popup,
+        ..
+    } = setup().await;
+    tab1.send(json!({"type": "dispose", "req": "d1", "popup_id": popup["id"], "value": "Interested", "task": task()}))
+        .await;
+    let seen = tab1.drain().await;
+    assert!(
+        seen.iter()
+            .any(|f| f["type"] == "result" && f["ok"] == true),
+        "{seen:?}"
+    );
+    let (_, before) = app.agent_socket(&token, None).await;
+
+    let again = app.popup(&c, "8611795988", "101", "c1").await;
+
+    assert_eq!(again["Id"], popup["id"]);
+    assert_eq!(again["Delivered"], 0);
+    assert_eq!(again["Queued"], false);
+    assert_eq!(again["Message"], "Popup already closed");
+    assert_eq!(
+        tab1.drain().await,
+        Vec::<Value>::new(),
+        "no frame for a closed popup"
+    );
+    let (_, after) = app.agent_socket(&token, None).await;
+    assert_eq!(after["seq"], before["seq"]);
 }
