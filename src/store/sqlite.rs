@@ -120,6 +120,43 @@ async fn append_event(
     Ok(seq)
 }
 
+/// Appends one event per item, each with its user's next `seq`, in one trip to
+/// SQLite's thread; returns the seqs in order. Inside a write transaction.
+async fn append_events(
+    conn: &mut SqliteConnection,
+    items: &[(UserId, &str, Option<PopupId>, Option<serde_json::Value>)],
+    now: Timestamp,
+) -> StoreResult<Vec<i64>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    // anonymous parameters, bound in the order they appear: sqlx numbers them across
+    // the statements of one query (numbered ones would be bound per statement)
+    let sql = "UPDATE users SET seq = seq + 1 WHERE id = ?; \
+               INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) \
+               VALUES (?, (SELECT seq FROM users WHERE id = ?), ?, ?, ?, ?) RETURNING seq; "
+        .repeat(items.len());
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for (user, kind, popup, payload) in items {
+        let user = user.to_string();
+        q = q
+            .bind(user.clone())
+            .bind(user.clone())
+            .bind(user)
+            .bind((*kind).to_owned())
+            .bind(popup.map(|p| p.to_string()))
+            .bind(payload.as_ref().map(to_json))
+            .bind(now.millis());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    if rows.len() != items.len() {
+        return Err(StoreError::NotFound);
+    }
+    rows.iter()
+        .map(|r| r.try_get::<i64, _>("seq").map_err(StoreError::from))
+        .collect()
+}
+
 async fn write_lead(
     conn: &mut SqliteConnection,
     id: LeadId,
@@ -421,6 +458,33 @@ impl SqliteStore {
 
     async fn write_guard(&self) -> OwnedMutexGuard<()> {
         self.write_lock.clone().lock_owned().await
+    }
+
+    /// Runs `query` — a whole write transaction, `BEGIN IMMEDIATE; …; COMMIT` — in one
+    /// trip to SQLite's thread, under the write lock; returns the rows its statements
+    /// returned. A failure rolls back. It runs in a task of its own: a caller that goes
+    /// away mid-way (a dropped request) cannot leave the transaction open on a pooled
+    /// connection.
+    async fn write_batch(
+        &self,
+        query: sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> StoreResult<Vec<SqliteRow>> {
+        let pool = self.pool.clone();
+        let lock = self.write_lock.clone();
+        tokio::spawn(async move {
+            let _lock = lock.lock_owned().await;
+            let mut conn = pool.acquire().await?;
+            match query.fetch_all(&mut *conn).await {
+                Ok(rows) => Ok(rows),
+                Err(e) => {
+                    // the failed statement left the transaction open on this connection
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                    Err(e.into())
+                }
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(anyhow::anyhow!("store write task failed: {e}")))?
     }
 
     async fn fetch_connector(
@@ -1187,13 +1251,14 @@ impl super::Store for SqliteStore {
         // the user's next seq, the popup written once with it, and its replay event, in
         // one transaction. A closed popup with this key stops all three (nothing
         // changes, not even the seq); a failure rolls back before the lock is released.
+        // anonymous parameters, bound in the order they appear across the statements
         let sql = format!(
             "BEGIN IMMEDIATE; \
-             UPDATE users SET seq = seq + 1 WHERE id = ?4 AND NOT EXISTS (SELECT 1 FROM popups \
-               WHERE connector_id = ?2 AND call_session_id = ?3 AND user_id = ?4 AND state NOT IN {OPEN_STATES}); \
+             UPDATE users SET seq = seq + 1 WHERE id = ? AND NOT EXISTS (SELECT 1 FROM popups \
+               WHERE connector_id = ? AND call_session_id = ? AND user_id = ? AND state NOT IN {OPEN_STATES}); \
              INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
                opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, (SELECT seq FROM users WHERE id = ?4), ?15, ?15) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT seq FROM users WHERE id = ?), ?, ?) \
              ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
                lead_id = excluded.lead_id, candidate_ids = excluded.candidate_ids, \
                new_lead = (popups.new_lead OR excluded.new_lead), opportunity_id = excluded.opportunity_id, \
@@ -1204,41 +1269,50 @@ impl super::Store for SqliteStore {
              WHERE popups.state IN {OPEN_STATES} \
              RETURNING *; \
              INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) \
-             SELECT user_id, seq, CASE WHEN id = ?1 THEN 'popup' ELSE 'popup_update' END, id, NULL, ?15 \
-             FROM popups WHERE connector_id = ?2 AND call_session_id = ?3 AND user_id = ?4 \
-               AND state IN {OPEN_STATES} AND updated_at = ?15 AND seq = (SELECT seq FROM users WHERE id = ?4); \
+             SELECT user_id, seq, CASE WHEN id = ? THEN 'popup' ELSE 'popup_update' END, id, NULL, ? \
+             FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ? \
+               AND state IN {OPEN_STATES} AND updated_at = ? AND seq = (SELECT seq FROM users WHERE id = ?); \
              COMMIT"
         );
-        let _lock = self.write_guard().await;
-        let mut conn = self.pool.acquire().await?;
-        let written = sqlx::query(AssertSqlSafe(sql))
-            .bind(new_id.to_string())
-            .bind(c.connector_id.to_string())
-            .bind(&c.call_session_id)
-            .bind(c.user_id.to_string())
+        let (id, connector, session, user) = (
+            new_id.to_string(),
+            c.connector_id.to_string(),
+            c.call_session_id.clone(),
+            c.user_id.to_string(),
+        );
+        let query = sqlx::query(AssertSqlSafe(sql))
+            // UPDATE users
+            .bind(user.clone())
+            .bind(connector.clone())
+            .bind(session.clone())
+            .bind(user.clone())
+            // INSERT INTO popups
+            .bind(id.clone())
+            .bind(connector.clone())
+            .bind(session.clone())
+            .bind(user.clone())
             .bind(c.lead_id.to_string())
             .bind(to_json(&c.candidate_ids))
             .bind(c.new_lead)
             .bind(c.opportunity_id.map(|o| o.to_string()))
             .bind(c.direction.as_str())
-            .bind(c.lead_number.as_deref())
-            .bind(c.agent_number.as_deref())
-            .bind(c.virtual_number.as_deref())
-            .bind(c.tag.as_deref())
+            .bind(c.lead_number.clone())
+            .bind(c.agent_number.clone())
+            .bind(c.virtual_number.clone())
+            .bind(c.tag.clone())
             .bind(if online { "delivered" } else { "queued" })
+            .bind(user.clone())
             .bind(now.millis())
-            .fetch_all(&mut *conn)
-            .await;
-        let rows = match written {
-            Ok(rows) => rows,
-            Err(e) => {
-                // the statement that failed left the transaction open on this connection
-                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-                return Err(e.into());
-            }
-        };
-        drop(conn);
-        drop(_lock);
+            .bind(now.millis())
+            // INSERT INTO events
+            .bind(id)
+            .bind(now.millis())
+            .bind(connector)
+            .bind(session)
+            .bind(user.clone())
+            .bind(now.millis())
+            .bind(user);
+        let rows = self.write_batch(query).await?;
         let row = rows.into_iter().next();
         let Some(row) = row else {
             // disposed or expired: nothing changed, not even the user's seq
@@ -1386,20 +1460,12 @@ impl super::Store for SqliteStore {
             .await
             .map_err(StoreError::from)?;
         }
-        let mut seqs = Vec::with_capacity(d.events.len());
-        for e in &d.events {
-            seqs.push(
-                append_event(
-                    &mut tx,
-                    d.user_id,
-                    e.kind,
-                    Some(d.popup_id),
-                    Some(&e.payload),
-                    now,
-                )
-                .await?,
-            );
-        }
+        let items: Vec<_> = d
+            .events
+            .iter()
+            .map(|e| (d.user_id, e.kind, Some(d.popup_id), Some(e.payload.clone())))
+            .collect();
+        let seqs = append_events(&mut tx, &items, now).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(seqs)
     }
@@ -1469,7 +1535,7 @@ impl super::Store for SqliteStore {
     ) -> StoreResult<(Activity, bool, Vec<UserEvent>)> {
         let now = Timestamp::now();
         let mut tx = self.immediate().await?;
-        let id: String = sqlx::query_scalar(
+        let row = sqlx::query(
             "INSERT INTO activities (id, kind, lead_id, opportunity_id, user_id, connector_id, call_session_id, \
                status, started_at, ended_at, duration_secs, recording_url, notes, data, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -1483,7 +1549,7 @@ impl super::Store for SqliteStore {
                recording_url = COALESCE(excluded.recording_url, activities.recording_url), \
                notes = COALESCE(excluded.notes, activities.notes), \
                data = json_patch(activities.data, excluded.data) \
-             RETURNING id",
+             RETURNING *",
         )
         .bind(w.new_id.to_string())
         .bind(w.kind.as_str())
@@ -1502,22 +1568,29 @@ impl super::Store for SqliteStore {
         .bind(now.millis())
         .fetch_one(&mut *tx)
         .await?;
-        let duplicate = id != w.new_id.to_string();
-        let row = sqlx::query("SELECT * FROM activities WHERE id = ?")
-            .bind(&id)
-            .fetch_one(&mut *tx)
-            .await?;
         let activity = activity_from_row(&row)?;
-        let mut events = Vec::with_capacity(recipients.len());
-        for (user, popup) in recipients {
-            let body = payload(*popup, &activity);
-            let seq = append_event(&mut tx, *user, "call_logged", *popup, Some(&body), now).await?;
-            events.push(UserEvent {
-                user_id: *user,
+        let duplicate = activity.id != w.new_id;
+        let items: Vec<_> = recipients
+            .iter()
+            .map(|(user, popup)| {
+                (
+                    *user,
+                    "call_logged",
+                    *popup,
+                    Some(payload(*popup, &activity)),
+                )
+            })
+            .collect();
+        let seqs = append_events(&mut tx, &items, now).await?;
+        let events = items
+            .into_iter()
+            .zip(seqs)
+            .map(|((user_id, _, _, body), seq)| UserEvent {
+                user_id,
                 seq,
-                payload: body,
-            });
-        }
+                payload: body.unwrap_or_default(),
+            })
+            .collect();
         tx.commit().await?;
         Ok((activity, duplicate, events))
     }
