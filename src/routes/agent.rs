@@ -316,7 +316,9 @@ async fn run_socket(state: AppState, socket: WebSocket) {
         send_close(&mut sink, close::UNAUTHENTICATED).await;
         return;
     };
-    let user = match authenticate(&state, &auth.token).await {
+    // the rarely taken steps are boxed: a task's future is as large as its largest
+    // await point, and an idle socket should not carry the state of a disposition
+    let user = match Box::pin(authenticate(&state, &auth.token)).await {
         Ok(u) => u,
         Err(AgentAuthError::Inactive) => return send_close(&mut sink, close::FORBIDDEN).await,
         Err(_) => return send_close(&mut sink, close::UNAUTHENTICATED).await,
@@ -338,7 +340,7 @@ async fn run_socket(state: AppState, socket: WebSocket) {
         closer.clone(),
         Duration::from_secs(ws.heartbeat_secs),
     ));
-    match greet(&state, &user, auth.since, &handle).await {
+    match Box::pin(greet(&state, &user, auth.since, &handle)).await {
         Ok(()) => read_loop(&state, &user, &mut stream, &handle).await,
         Err(e) => {
             tracing::error!(error = ?e, "socket greeting failed");
@@ -403,7 +405,7 @@ async fn read_loop(
             Ok(Some(Ok(m))) => m,
         };
         match msg {
-            Message::Text(t) => on_frame(state, user, t.as_str(), handle).await,
+            Message::Text(t) => Box::pin(on_frame(state, user, t.as_str(), handle)).await,
             Message::Binary(_) => return handle.closer.close(close::PROTOCOL),
             Message::Close(_) => return,
             Message::Ping(_) | Message::Pong(_) => {}
