@@ -336,47 +336,6 @@ async fn call_route_reports_an_owner_online_on_another_node() {
     assert_eq!(route(1).await["Online"], true);
 }
 
-/// The real binary as a cluster node on `store_url`; returns the child and its base URL.
-async fn start_binary_node(
-    store_url: &str,
-    redis_url: &str,
-    node_id: &str,
-    ttl: u64,
-) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let dir = std::env::temp_dir();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_utc-gateway"))
-        .arg("serve")
-        .current_dir(&dir)
-        .env("UTC__SERVER__LISTEN", "127.0.0.1:0")
-        .env("UTC__STORE__URL", store_url)
-        .env("UTC__AUTH__ADMIN_TOKEN", "admin-cluster")
-        .env("UTC__CLUSTER__REDIS_URL", redis_url)
-        .env("UTC__CLUSTER__NODE_ID", node_id)
-        .env("UTC__CLUSTER__PRESENCE_TTL_SECS", ttl.to_string())
-        .env("UTC__LOG__LEVEL", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(WAIT, async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the gateway exited");
-            if let Some(url) = line.strip_prefix("utc-gateway listening on ") {
-                return url.trim().to_owned();
-            }
-        }
-    })
-    .await
-    .expect("the gateway did not start");
-    (child, url)
-}
-
 #[tokio::test]
 async fn killing_a_node_removes_its_agents_from_presence_within_the_ttl() {
     let store = crate::helpers::TestStore::postgres().await;
@@ -384,7 +343,13 @@ async fn killing_a_node_removes_its_agents_from_presence_within_the_ttl() {
     let a = start_node(&store, &redis.url(), "node-a", 2).await;
     let connector = a.connector().await;
     let (user, token) = a.agent("asha@example.com", &["101"]).await;
-    let (mut child, url) = start_binary_node(&store.url, &redis.url(), "node-k", 2).await;
+    let cluster = [
+        ("UTC__CLUSTER__REDIS_URL", redis.url()),
+        ("UTC__CLUSTER__NODE_ID", "node-k".to_owned()),
+        ("UTC__CLUSTER__PRESENCE_TTL_SECS", "2".to_owned()),
+    ];
+    let k_store = store.shared();
+    let (mut child, url) = crate::helpers::start_binary(&k_store, "admin-cluster", &cluster).await;
     let ws_url = format!("{}/ws", url.replacen("http", "ws", 1));
     let (ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     let mut socket = AgentSocket { ws };

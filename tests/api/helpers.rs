@@ -594,3 +594,41 @@ pub async fn start_node(
     settings.validate().unwrap();
     start(settings, admin_token, store.shared()).await
 }
+
+/// The real binary serving `store` from its directory on a free port, with the admin
+/// token and extra `UTC__…` settings; returns the child (killed on drop) and its URL.
+pub async fn start_binary(
+    store: &TestStore,
+    admin: &str,
+    settings: &[(&str, String)],
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_utc-gateway"))
+        .arg("serve")
+        .current_dir(store.dir.path())
+        .env("UTC__SERVER__LISTEN", "127.0.0.1:0")
+        .env("UTC__STORE__URL", &store.url)
+        .env("UTC__AUTH__ADMIN_TOKEN", admin)
+        .env("UTC__LOG__LEVEL", "warn")
+        .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(WAIT, async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the gateway exited");
+            if let Some(url) = line.strip_prefix("utc-gateway listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the gateway did not start");
+    (child, url)
+}

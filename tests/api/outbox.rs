@@ -103,40 +103,13 @@ async fn a_400_fails_the_item_at_once() {
     assert_eq!(provider.requests().len(), 1);
 }
 
-/// The real binary, started in `dir` on a free port; returns the child and its URL.
+/// The real binary on `store`, retrying the outbox quickly.
 async fn start_binary(
     store: &crate::helpers::TestStore,
     admin: &str,
 ) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_utc-gateway"))
-        .arg("serve")
-        .current_dir(store.dir.path())
-        .env("UTC__SERVER__LISTEN", "127.0.0.1:0")
-        .env("UTC__STORE__URL", &store.url)
-        .env("UTC__AUTH__ADMIN_TOKEN", admin)
-        .env("UTC__OUTBOX__INITIAL_BACKOFF_MS", "50")
-        .env("UTC__LOG__LEVEL", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(crate::helpers::WAIT, async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the gateway exited");
-            if let Some(url) = line.strip_prefix("utc-gateway listening on ") {
-                return url.trim().to_owned();
-            }
-        }
-    })
-    .await
-    .expect("the gateway did not start");
-    (child, url)
+    let fast = [("UTC__OUTBOX__INITIAL_BACKOFF_MS", "50".to_owned())];
+    crate::helpers::start_binary(store, admin, &fast).await
 }
 
 #[tokio::test]
