@@ -49,6 +49,30 @@ pub struct SqliteStore {
     write_lock: Arc<Mutex<()>>,
     /// Connectors by access key (cleared after every connector write).
     connectors: super::cache::ConnectorCache,
+    /// Stops the checkpointing task when the store is dropped.
+    _checkpoints: tokio_util::sync::DropGuard,
+}
+
+/// How often the WAL is checkpointed (see [`SqliteStore::open`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] (PASSIVE: it never
+/// waits for readers or writers) until `stop`.
+async fn run_checkpoints(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = sqlx::raw_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
+        }
+    }
 }
 
 /// A write transaction that holds the process-wide write lock until it ends.
@@ -389,6 +413,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // No checkpoint on commit: SQLite's automatic one runs in whichever commit
+            // crosses 1,000 WAL pages and fsyncs there, holding up that request and every
+            // writer behind it (100+ ms tails under load). A task of the store's own
+            // checkpoints every second instead, beside the writers.
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
@@ -422,10 +451,13 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("migrating the SQLite database")?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(run_checkpoints(pool.clone(), stop.clone()));
         Ok(Self {
             pool,
             write_lock: Arc::new(Mutex::new(())),
             connectors: super::cache::ConnectorCache::default(),
+            _checkpoints: stop.drop_guard(),
         })
     }
 

@@ -277,7 +277,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let problem = match req.send().await {
                 Ok(r) if r.status().is_success() => None,
                 Ok(r) => Some(format!("{session}: HTTP {}", r.status())),
-                Err(e) => Some(format!("{session}: {e}")),
+                // the URL carries the connector's keys: never print it
+                Err(e) => Some(format!("{session}: {}", e.without_url())),
             };
             if let (Some(p), Ok(mut e)) = (problem, errors.lock()) {
                 e.0 += 1;

@@ -155,13 +155,15 @@ impl Sender {
             .body(body)
             .build()?;
         let t0 = Instant::now();
+        // the URL carries the connector's keys: errors are printed without it
         let answer = async {
             let resp = self.client.execute(req).await?;
             let status = resp.status();
             let bytes = resp.bytes().await?;
-            anyhow::Ok((status, bytes))
+            Ok::<_, reqwest::Error>((status, bytes))
         }
-        .await;
+        .await
+        .map_err(reqwest::Error::without_url);
         let http = t0.elapsed();
         let (status, bytes) = match answer {
             Ok(a) => a,
