@@ -45,6 +45,7 @@ use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 const OPEN_STATES: &str = "('queued','delivered','acked')";
@@ -65,6 +66,58 @@ enum LockClass {
 /// The PostgreSQL implementation of [`super::Store`].
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connectors by access key; used only while [`PostgresStore::cache_live`] holds,
+    /// i.e. while this node listens for the `utc_connectors` notifications that every
+    /// connector write sends (a trigger), so another node's change clears it.
+    connectors: Arc<super::cache::ConnectorCache>,
+    cache_live: Arc<std::sync::atomic::AtomicBool>,
+    /// Stops the listening task when the store is dropped.
+    _listener: tokio_util::sync::DropGuard,
+}
+
+/// Listens for `utc_connectors` notifications and clears `cache` on each; while the
+/// listening connection is down the cache is off (`live` false), since changes made
+/// meanwhile would go unheard.
+async fn run_connector_listener(
+    pool: PgPool,
+    cache: Arc<super::cache::ConnectorCache>,
+    live: Arc<std::sync::atomic::AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let listening = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen("utc_connectors").await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let listener = tokio::select! {
+            () = stop.cancelled() => return,
+            l = listening => l,
+        };
+        if let Ok(mut listener) = listener {
+            cache.invalidate();
+            live.store(true, Ordering::Release);
+            loop {
+                let next = tokio::select! {
+                    () = stop.cancelled() => return,
+                    n = listener.try_recv() => n,
+                };
+                match next {
+                    Ok(Some(_)) => cache.invalidate(),
+                    // the connection dropped: notifications may have been missed
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        live.store(false, Ordering::Release);
+        cache.invalidate();
+        tracing::warn!("not listening for connector changes: connector cache off until it is back");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// Takes a transaction-scoped advisory lock.
@@ -405,12 +458,31 @@ impl PostgresStore {
                 "outbox",
                 include_str!("../../migrations/postgres/0004_outbox.sql"),
             ),
+            (
+                5,
+                "connector_notify",
+                include_str!("../../migrations/postgres/0005_connector_notify.sql"),
+            ),
         ]);
         migrator
             .run(&pool)
             .await
             .context("migrating the PostgreSQL database")?;
-        Ok(Self { pool })
+        let connectors = Arc::new(super::cache::ConnectorCache::default());
+        let cache_live = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(run_connector_listener(
+            pool.clone(),
+            connectors.clone(),
+            cache_live.clone(),
+            stop.clone(),
+        ));
+        Ok(Self {
+            pool,
+            connectors,
+            cache_live,
+            _listener: stop.drop_guard(),
+        })
     }
 
     /// Runs a list query newest first after the page's cursor and builds the page.
@@ -523,11 +595,23 @@ impl super::Store for PostgresStore {
     }
 
     async fn connector_by_access_key(&self, key: &str) -> StoreResult<Option<Connector>> {
-        self.fetch_connector(
-            "SELECT * FROM connectors WHERE access_key = $1",
-            key.to_owned(),
-        )
-        .await
+        let live = self.cache_live.load(std::sync::atomic::Ordering::Acquire);
+        if live && let Some(c) = self.connectors.get(key) {
+            return Ok(Some(c));
+        }
+        let generation = self.connectors.generation();
+        let found = self
+            .fetch_connector(
+                "SELECT * FROM connectors WHERE access_key = $1",
+                key.to_owned(),
+            )
+            .await?;
+        if let Some(c) = &found
+            && live
+        {
+            self.connectors.fill(generation, c);
+        }
+        Ok(found)
     }
 
     async fn update_connector(
@@ -535,7 +619,7 @@ impl super::Store for PostgresStore {
         id: ConnectorId,
         s: &ConnectorSettings,
     ) -> StoreResult<Connector> {
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE connectors SET name = $1, settings = $2, updated_at = $3 WHERE id = $4 RETURNING *",
         )
         .bind(&s.name)
@@ -543,10 +627,13 @@ impl super::Store for PostgresStore {
         .bind(Timestamp::now().millis())
         .bind(id.to_string())
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| connector_from_row(&r))
-        .transpose()?
-        .ok_or(StoreError::NotFound)
+        .await?;
+        // this node at once; the others when the trigger's notification reaches them
+        self.connectors.invalidate();
+        updated
+            .map(|r| connector_from_row(&r))
+            .transpose()?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn delete_connector(&self, id: ConnectorId) -> StoreResult<()> {
@@ -570,6 +657,7 @@ impl super::Store for PostgresStore {
             Some(false) => {}
         }
         tx.commit().await?;
+        self.connectors.invalidate();
         Ok(())
     }
 
@@ -621,6 +709,7 @@ impl super::Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.connectors.invalidate();
         self.get_connector(id).await?.ok_or(StoreError::NotFound)
     }
 
@@ -630,7 +719,7 @@ impl super::Store for PostgresStore {
         access_key: &str,
         secret_key: &str,
     ) -> StoreResult<Connector> {
-        sqlx::query(
+        let rotated = sqlx::query(
             "UPDATE connectors SET access_key = $1, secret_key = $2, updated_at = $3 WHERE id = $4 RETURNING *",
         )
         .bind(access_key)
@@ -638,10 +727,12 @@ impl super::Store for PostgresStore {
         .bind(Timestamp::now().millis())
         .bind(id.to_string())
         .fetch_optional(&self.pool)
-        .await?
-        .map(|r| connector_from_row(&r))
-        .transpose()?
-        .ok_or(StoreError::NotFound)
+        .await?;
+        self.connectors.invalidate();
+        rotated
+            .map(|r| connector_from_row(&r))
+            .transpose()?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn set_connector_teams(&self, id: ConnectorId, teams: &[TeamId]) -> StoreResult<()> {

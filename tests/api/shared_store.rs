@@ -245,3 +245,59 @@ async fn two_nodes_expiring_popups_concurrently_close_each_popup_once() {
     // the ten popups' own events are no longer replayed (closed); the closings are
     assert_eq!(seqs, (11..=20).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_key_rotated_or_a_connector_deleted_on_one_node_stops_working_on_the_other() {
+    if !crate::helpers::on_postgres() {
+        return; // nodes share PostgreSQL; SQLite is one node's store (cluster needs PostgreSQL)
+    }
+    // Arrange: node b has served (and so cached) the connector
+    let first = spawn_app().await;
+    let nodes = [first.second_node().await, first];
+    let c = nodes[0].connector().await;
+    nodes[0].agent("asha@example.com", &["101"]).await;
+    let (status, _) = nodes[1].post_popup(&c, &popup("before")).await;
+    assert_eq!(status, 200);
+
+    // Act: node a rotates the keys
+    let (status, rotated) = nodes[0]
+        .admin(
+            reqwest::Method::POST,
+            &format!("/api/v1/connectors/{}/rotate-keys", c.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+
+    // Assert: node b refuses the old keys (once the change reached it) and takes the new
+    tokio::time::timeout(WAIT, async {
+        while nodes[1].post_popup(&c, &popup("old-keys")).await.0 != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("node b kept accepting the rotated keys");
+    let fresh = crate::helpers::TestConnector {
+        id: c.id.clone(),
+        access_key: rotated["access_key"].as_str().unwrap().to_owned(),
+        secret_key: rotated["secret_key"].as_str().unwrap().to_owned(),
+    };
+    assert_eq!(nodes[1].post_popup(&fresh, &popup("new-keys")).await.0, 200);
+
+    // and a deleted connector's keys stop on the other node too
+    let (status, _) = nodes[0]
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/connectors/{}", c.id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    tokio::time::timeout(WAIT, async {
+        while nodes[1].post_popup(&fresh, &popup("deleted")).await.0 != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("node b kept accepting a deleted connector's keys");
+}
