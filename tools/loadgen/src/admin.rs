@@ -58,6 +58,23 @@ pub struct Connector {
     pub secret_key: String,
 }
 
+impl Connector {
+    /// The connector's `ShowAgentPopup` URL on `base`, keys in the query string (as
+    /// LGTC providers send them; never print it).
+    ///
+    /// # Errors
+    /// `base` is not a URL.
+    pub fn popup_url(&self, base: &str) -> anyhow::Result<reqwest::Url> {
+        Ok(reqwest::Url::parse_with_params(
+            &format!("{base}/v2/Telephony.svc/ShowAgentPopup"),
+            &[
+                ("accessKey", self.access_key.as_str()),
+                ("secretKey", self.secret_key.as_str()),
+            ],
+        )?)
+    }
+}
+
 /// An agent ready to open sockets and receive popups.
 #[derive(Debug, Clone)]
 pub struct Agent {
@@ -159,6 +176,27 @@ impl AdminClient {
     pub async fn create_team(&self, name: &str) -> anyhow::Result<String> {
         let v = self.post("/api/v1/teams", &json!({ "name": name })).await?;
         str_field(&v, "id")
+    }
+
+    /// A team `<label>-<run>` and a connector `<label> <run>` assigned to it: the
+    /// setup every benchmark run starts with; returns the team id and the connector.
+    ///
+    /// # Errors
+    /// The gateway refused or could not be reached.
+    pub async fn bench_connector(
+        &self,
+        label: &str,
+        run: u64,
+    ) -> anyhow::Result<(String, Connector)> {
+        let team = self
+            .create_team(&format!("{label}-{run:016x}"))
+            .await
+            .context("creating the team")?;
+        let connector = self
+            .create_connector(&format!("{label} {run:016x}"), &team)
+            .await
+            .context("creating the connector")?;
+        Ok((team, connector))
     }
 
     /// Creates a generic connector, binds it to `team_id`, and returns its keys.

@@ -320,14 +320,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let run = admin::run_nonce();
 
     let setup = Instant::now();
-    let team = admin
-        .create_team(&format!("bench-log-{run:016x}"))
-        .await
-        .context("creating the team")?;
-    let connector = admin
-        .create_connector(&format!("Bench log {run:016x}"), &team)
-        .await
-        .context("creating the connector")?;
+    let (team, connector) = admin.bench_connector("bench-log", run).await?;
     let agent = admin
         .create_agent(run, 0, &team)
         .await

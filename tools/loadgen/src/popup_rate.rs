@@ -152,14 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let run = admin::run_nonce();
 
     let setup = Instant::now();
-    let team = admin
-        .create_team(&format!("rate-{run:016x}"))
-        .await
-        .context("creating the team")?;
-    let connector = admin
-        .create_connector(&format!("Rate {run:016x}"), &team)
-        .await
-        .context("creating the connector")?;
+    let (team, connector) = admin.bench_connector("rate", run).await?;
     let agents = admin.create_agents(run, args.sockets, &team).await?;
     let leads = Arc::new(admin.create_leads(run, args.leads).await?);
     let sockets: Vec<AgentSocket> = stream::iter(agents.iter())
@@ -168,13 +161,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .try_collect()
         .await
         .context("opening the agent sockets")?;
-    let popup_url = reqwest::Url::parse_with_params(
-        &format!("{base}/v2/Telephony.svc/ShowAgentPopup"),
-        &[
-            ("accessKey", connector.access_key.as_str()),
-            ("secretKey", connector.secret_key.as_str()),
-        ],
-    )?;
+    let popup_url = connector.popup_url(&base)?;
     let setup = setup.elapsed();
 
     // every socket's popup frames go to one collector

@@ -10,7 +10,7 @@
 //! then start the measured phase together, and the throughput is the measured popups
 //! divided by the wall time of that phase.
 
-use crate::admin::{self, AdminClient, Agent, Connector};
+use crate::admin::{self, AdminClient, Agent};
 use crate::socket::{AgentSocket, Event};
 use crate::stats::{self, round3};
 use anyhow::{Context, bail};
@@ -302,23 +302,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let run = admin::run_nonce();
 
     let setup = Instant::now();
-    let team = admin
-        .create_team(&format!("bench-{run:016x}"))
-        .await
-        .context("creating the team")?;
-    let connector: Connector = admin
-        .create_connector(&format!("Bench {run:016x}"), &team)
-        .await
-        .context("creating the connector")?;
+    let (team, connector) = admin.bench_connector("bench", run).await?;
     let agents = admin.create_agents(run, args.concurrency, &team).await?;
     let leads = Arc::new(admin.create_leads(run, args.leads).await?);
-    let popup_url = reqwest::Url::parse_with_params(
-        &format!("{base}/v2/Telephony.svc/ShowAgentPopup"),
-        &[
-            ("accessKey", connector.access_key.as_str()),
-            ("secretKey", connector.secret_key.as_str()),
-        ],
-    )?;
+    let popup_url = connector.popup_url(&base)?;
     let sockets = try_join_all(
         agents
             .iter()
