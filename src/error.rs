@@ -299,6 +299,12 @@ where
 /// # Errors
 /// 422 `validation_failed` with the path of the first wrong value.
 pub fn parse_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if let Some(field) = crate::domain::text::nul_path(&value) {
+        return Err(ApiError::validation(
+            field,
+            "contains a NUL character, which no field may hold",
+        ));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = json_path(e.path());
         let inner = e.into_inner().to_string();

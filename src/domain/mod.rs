@@ -11,6 +11,7 @@ pub mod ids;
 pub mod lead;
 pub mod phone;
 pub mod template;
+pub mod text;
 pub mod time;
 pub mod user;
 

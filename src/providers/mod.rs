@@ -30,6 +30,13 @@ impl Fields {
         let mut by_lower = HashMap::with_capacity(map.len());
         for (k, v) in map {
             let lower = k.to_ascii_lowercase();
+            if k.contains('\0') || crate::domain::text::nul_path(&v).is_some() {
+                let name = canonical(&lower).map_or(k.clone(), str::to_owned);
+                return Err(FieldError::invalid(
+                    &name,
+                    "contains a NUL character, which no field may hold",
+                ));
+            }
             if by_lower.contains_key(&lower) {
                 let name = canonical(&lower).map_or(k.clone(), str::to_owned);
                 return Err(FieldError::invalid(

@@ -112,6 +112,14 @@ impl LeadColumn {
         Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
     }
 
+    /// The column's name as a header or key spells it.
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, c)| *c == self)
+            .map_or("", |(n, _)| n)
+    }
+
     fn mark(self, g: &mut GivenFields) {
         let flag = match self {
             Self::FirstName => &mut g.first_name,
@@ -466,6 +474,17 @@ fn csv_row(columns: &[Column], line: u64, cells: Vec<String>, country: Country) 
     for (column, cell) in columns.iter().zip(cells) {
         if cell.trim().is_empty() {
             continue;
+        }
+        if cell.contains('\0') {
+            let field = match column {
+                Column::Lead(c) => c.name().to_owned(),
+                Column::Custom(key) => format!("fields.{key}"),
+            };
+            return refused(
+                line,
+                Some(field),
+                "contains a NUL character, which no field may hold".into(),
+            );
         }
         match column {
             Column::Lead(c) => {

@@ -438,3 +438,25 @@ async fn the_import_leads_command_imports_a_file_into_the_configured_store() {
     names.sort();
     assert_eq!(names, ["Asha", "Meera"]);
 }
+
+#[tokio::test]
+async fn a_nul_character_refuses_its_row_naming_the_field_and_keeps_the_others() {
+    let app = spawn_app().await;
+    let csv = "first_name,phone,fields.City\nRavi,8611795990,Pune\nMee\u{0}ra,8611795991,Pune\nAsha,8611795992,Pu\u{0}ne\n";
+    let ndjson =
+        "{\"first_name\":\"Ok\",\"phone\":\"8611795993\"}\n{\"first_name\":\"N\\u0000o\"}\n";
+
+    let (status, csv_report) = app.import(CSV, csv).await;
+    let (nd_status, nd_report) = app.import(NDJSON, ndjson).await;
+
+    assert_eq!(status, 200, "{csv_report}");
+    assert_eq!(csv_report["created"], 1);
+    assert_eq!(
+        row_errors(&csv_report),
+        vec![(3, json!("first_name")), (4, json!("fields.City"))]
+    );
+    assert_eq!(nd_status, 200, "{nd_report}");
+    assert_eq!(nd_report["created"], 1);
+    assert_eq!(row_errors(&nd_report), vec![(2, json!("first_name"))]);
+    assert_eq!(app.lead_count().await, 2);
+}

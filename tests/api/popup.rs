@@ -347,3 +347,31 @@ async fn a_connector_over_its_rate_gets_429_with_retry_after() {
         "other connectors are not limited"
     );
 }
+
+#[tokio::test]
+async fn a_value_with_a_nul_character_is_refused_naming_its_field_and_changes_nothing() {
+    // Arrange: PostgreSQL cannot store NUL; no store may be asked to
+    let app = spawn_app().await;
+    let c = app.connector().await;
+    app.agent("asha@example.com", &["101"]).await;
+    let body = json!({"SourceNumber": "08611795988", "DestinationNumber": "101", "Direction": "Inbound", "callsessionid": "a\u{0}b", "CallerName": "Meera"});
+
+    // Act
+    let (status, out) = app.post_popup(&c, &body.to_string()).await;
+    let (lead_status, lead) = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/leads",
+            Some(json!({"first_name": "Mee\u{0}ra", "phone": "8611795989"})),
+        )
+        .await;
+
+    // Assert
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(out["ExceptionType"], "InvalidField");
+    assert_eq!(out["Field"], "CallSessionId");
+    assert_eq!(lead_status, 422, "{lead}");
+    assert_eq!(lead["error"]["code"], "validation_failed");
+    assert_eq!(lead["error"]["field"], "first_name");
+    assert_eq!(app.lead_count().await, 0);
+}
