@@ -242,6 +242,7 @@ pub async fn show(
         agent: &agent,
         lead: Some(lead),
         candidates: Some(candidates),
+        lead_just_created: created && outcome == PopupOutcome::Created,
     };
     let body = popup_json(state, view).await?;
     let delivered = state
@@ -284,6 +285,8 @@ pub struct PopupView<'a> {
     pub lead: Option<Lead>,
     /// Its candidates, when already loaded.
     pub candidates: Option<Vec<Lead>>,
+    /// The lead was created by this very request: it has no calls yet to read.
+    pub lead_just_created: bool,
 }
 
 fn lead_json(lead: &Lead, owners: &BTreeMap<UserId, String>) -> Value {
@@ -327,8 +330,8 @@ pub async fn popup_json(state: &AppState, view: PopupView<'_>) -> Result<Value, 
         state.store.user_names(&owner_ids).await?
     };
     let recent = match &lead {
-        Some(l) => state.store.recent_calls(l.id, RECENT_CALLS).await?,
-        None => Vec::new(),
+        Some(l) if !view.lead_just_created => state.store.recent_calls(l.id, RECENT_CALLS).await?,
+        _ => Vec::new(),
     };
     let panel_url = view
         .connector
@@ -472,6 +475,7 @@ impl<'a> FrameBuilder<'a> {
             agent: self.user,
             lead: None,
             candidates: None,
+            lead_just_created: false,
         };
         let body = popup_json(self.state, view).await?;
         Ok(Some(protocol::event(kind, seq, &json!({ "popup": body }))))
