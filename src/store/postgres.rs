@@ -1253,28 +1253,34 @@ impl super::Store for PostgresStore {
         online: bool,
     ) -> StoreResult<(PopupRecord, PopupOutcome)> {
         let now = Timestamp::now();
-        let mut tx = self.pool.begin().await?;
-        // the event's seq first (locking the user's row), so the popup row is written
-        // once, with it
-        let seq: i64 =
-            sqlx::query_scalar("UPDATE users SET seq = seq + 1 WHERE id = $1 RETURNING seq")
-                .bind(c.user_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+        // One statement, one round trip, atomic: the user's next seq (locking the user's
+        // row first, as every writer does), the popup written once with it, and its
+        // replay event. A closed popup with this key stops all three: nothing changes,
+        // not even the seq.
         let row = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
-               opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
-             ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
-               lead_id = EXCLUDED.lead_id, candidate_ids = EXCLUDED.candidate_ids, \
-               new_lead = (popups.new_lead OR EXCLUDED.new_lead), opportunity_id = EXCLUDED.opportunity_id, \
-               direction = EXCLUDED.direction, lead_number = EXCLUDED.lead_number, \
-               agent_number = EXCLUDED.agent_number, virtual_number = EXCLUDED.virtual_number, \
-               tag = EXCLUDED.tag, seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at, \
-               state = CASE WHEN popups.state = 'queued' THEN EXCLUDED.state ELSE popups.state END \
-             WHERE popups.state IN {OPEN_STATES} \
-             RETURNING *"
+            "WITH s AS ( \
+               UPDATE users SET seq = seq + 1 WHERE id = $4 AND NOT EXISTS (SELECT 1 FROM popups \
+                 WHERE connector_id = $2 AND call_session_id = $3 AND user_id = $4 AND state NOT IN {OPEN_STATES}) \
+               RETURNING seq \
+             ), p AS ( \
+               INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
+                 opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, s.seq, $15, $15 FROM s \
+               ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
+                 lead_id = EXCLUDED.lead_id, candidate_ids = EXCLUDED.candidate_ids, \
+                 new_lead = (popups.new_lead OR EXCLUDED.new_lead), opportunity_id = EXCLUDED.opportunity_id, \
+                 direction = EXCLUDED.direction, lead_number = EXCLUDED.lead_number, \
+                 agent_number = EXCLUDED.agent_number, virtual_number = EXCLUDED.virtual_number, \
+                 tag = EXCLUDED.tag, seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at, \
+                 state = CASE WHEN popups.state = 'queued' THEN EXCLUDED.state ELSE popups.state END \
+               WHERE popups.state IN {OPEN_STATES} \
+               RETURNING * \
+             ), e AS ( \
+               INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) \
+               SELECT p.user_id, p.seq, CASE WHEN p.id = $1 THEN 'popup' ELSE 'popup_update' END, p.id, NULL, $15 \
+               FROM p \
+             ) \
+             SELECT * FROM p"
         )))
         .bind(new_id.to_string())
         .bind(c.connector_id.to_string())
@@ -1290,38 +1296,28 @@ impl super::Store for PostgresStore {
         .bind(c.virtual_number.as_deref())
         .bind(c.tag.as_deref())
         .bind(if online { "delivered" } else { "queued" })
-        .bind(seq)
         .bind(now.millis())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
-            // disposed or expired: nothing changes, not even the user's seq
-            tx.rollback().await?;
+            // disposed or expired (or the user is gone): nothing changed
             let row = sqlx::query(
                 "SELECT * FROM popups WHERE connector_id = $1 AND call_session_id = $2 AND user_id = $3",
             )
             .bind(c.connector_id.to_string())
             .bind(&c.call_session_id)
             .bind(c.user_id.to_string())
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
             return Ok((popup_from_row(&row)?, PopupOutcome::Closed));
         };
         let record = popup_from_row(&row)?;
-        let (outcome, kind) = if record.id == new_id {
-            (PopupOutcome::Created, "popup")
+        let outcome = if record.id == new_id {
+            PopupOutcome::Created
         } else {
-            (PopupOutcome::Updated, "popup_update")
+            PopupOutcome::Updated
         };
-        sqlx::query("INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES ($1, $2, $3, $4, NULL, $5)")
-            .bind(c.user_id.to_string())
-            .bind(seq)
-            .bind(kind)
-            .bind(record.id.to_string())
-            .bind(now.millis())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok((record, outcome))
     }
 
