@@ -10,7 +10,8 @@
 //!
 //! Keys (all under `cluster.key_prefix`):
 //! - `bus` — the channel; a message is `f\t<node>\t<user>\t<popup id|->\t<frame>` (a
-//!   frame for the user's sockets) or `c\t<node>\t<user>\t<close code>`;
+//!   frame for the user's sockets), `c\t<node>\t<user>\t<close code>`, or `n\t<node>`
+//!   (a node that just joined, so the others count its sockets at once);
 //! - `nodes` — the set of node ids; `alive:<node>` — a node's heartbeat (TTL);
 //! - `presence:<user>:<node>` — how many sockets the user has on that node (TTL).
 //!
@@ -91,12 +92,16 @@ struct RedisBus {
     config: BusConfig,
     channel: String,
     up: Arc<AtomicBool>,
-    /// The other live nodes, refreshed with presence.
-    peers: RwLock<Arc<[String]>>,
+    /// The other live nodes, refreshed with presence and on their announcements.
+    peers: Peers,
     /// Users whose presence key must be rewritten.
     dirty: mpsc::UnboundedSender<UserId>,
     tasks: Mutex<Option<Receivers>>,
 }
+
+/// The other live nodes: read on every send, written by the refresh and by the push
+/// handler when a node announces itself.
+type Peers = Arc<RwLock<Arc<[String]>>>;
 
 struct Receivers {
     dirty: mpsc::UnboundedReceiver<UserId>,
@@ -125,6 +130,7 @@ impl Bus {
             .set_protocol(ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
         let up = Arc::new(AtomicBool::new(false));
+        let peers: Peers = Arc::new(RwLock::new(Arc::from(Vec::new())));
         let (signals, signal_rx) = mpsc::unbounded_channel();
         let channel = format!("{}bus", config.key_prefix);
         let on_push = PushHandler {
@@ -133,6 +139,7 @@ impl Bus {
             channel: channel.clone(),
             up: up.clone(),
             signals: signals.clone(),
+            peers: peers.clone(),
         };
         let manager_config = ConnectionManagerConfig::new()
             .set_push_sender(move |info: PushInfo| {
@@ -154,7 +161,7 @@ impl Bus {
                 config,
                 channel,
                 up,
-                peers: RwLock::new(Arc::from(Vec::new())),
+                peers,
                 dirty,
                 tasks: Mutex::new(Some(Receivers {
                     dirty: dirty_rx,
@@ -378,6 +385,15 @@ impl RedisBus {
         }
         self.up.store(true, Ordering::Release);
         self.refresh(hub).await;
+        // the other nodes count this node's sockets from now on, not from their next
+        // refresh (up to a third of the TTL away)
+        let mut conn = self.conn.clone();
+        let announced: redis::RedisResult<()> = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(format!("n\t{}", self.config.node_id))
+            .query_async(&mut conn)
+            .await;
+        self.check(announced);
         self.is_up()
     }
 
@@ -487,9 +503,26 @@ struct PushHandler {
     channel: String,
     up: Arc<AtomicBool>,
     signals: mpsc::UnboundedSender<BusSignal>,
+    peers: Peers,
 }
 
 impl PushHandler {
+    /// Adds a node that announced itself to the peers.
+    fn add_peer(&self, node: &str) {
+        if node == self.node {
+            return;
+        }
+        let mut peers = self
+            .peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !peers.iter().any(|p| p == node) {
+            let mut next = peers.to_vec();
+            next.push(node.to_owned());
+            *peers = Arc::from(next);
+        }
+    }
+
     fn handle(&self, info: PushInfo) {
         if info.kind == PushKind::Disconnection {
             if self.up.swap(false, Ordering::AcqRel) {
@@ -506,6 +539,9 @@ impl PushHandler {
         let Ok(text) = std::str::from_utf8(msg.get_payload_bytes()) else {
             return;
         };
+        if let Some(node) = text.strip_prefix("n\t") {
+            return self.add_peer(node);
+        }
         match parse_message(text) {
             Some(m) if m.origin() == self.node => {}
             Some(Message::Frame {

@@ -381,3 +381,34 @@ async fn killing_a_node_removes_its_agents_from_presence_within_the_ttl() {
     assert_eq!(after["Delivered"], 0);
     assert_eq!(after["Queued"], true);
 }
+
+#[tokio::test]
+async fn a_node_that_joins_is_counted_by_the_others_at_once_not_at_their_next_refresh() {
+    // Arrange: presence refreshed only every 30 s; node a is up before node b starts
+    let redis = TestRedis::start().await;
+    let store = crate::helpers::TestStore::postgres().await;
+    let a = start_node(&store, &redis.url(), "node-a", 90).await;
+    let connector = a.connector().await;
+    let (user, token) = a.agent("asha@example.com", &["101"]).await;
+    let mut c = Cluster {
+        redis,
+        nodes: vec![a],
+        connector,
+        _store: store,
+    };
+    c.wait_ready(0, "ready").await;
+    c.nodes
+        .push(start_node(&c._store, &c.redis.url(), "node-b", 90).await);
+    c.wait_ready(1, "ready").await;
+
+    // Act: the agent connects to the new node
+    let (mut on_b, _) = c.nodes[1].agent_socket(&token, None).await;
+
+    // Assert: node a counts that socket long before its next refresh
+    c.wait_presence(0, &user, 1).await;
+    let out = c.nodes[0]
+        .popup(&c.connector, "08611795988", "101", "join-1")
+        .await;
+    assert_eq!(out["Delivered"], 1);
+    assert_eq!(next_popup(&mut on_b).await["popup"]["id"], out["Id"]);
+}

@@ -234,13 +234,27 @@ impl Sender {
         barrier: Arc<Barrier>,
     ) -> anyhow::Result<(SenderReport, AgentSocket)> {
         let mut scratch = SenderReport::default();
+        let mut warm = Ok(());
         for seq in 0..warmup {
-            if let Outcome::HttpError(e) | Outcome::Missing(e) = self.one(seq, &mut scratch).await?
-            {
-                bail!("sender {}: warm-up popup failed: {e}", self.index);
+            match self.one(seq, &mut scratch).await {
+                Ok(Outcome::Ok { .. }) => {}
+                Ok(Outcome::HttpError(e) | Outcome::Missing(e)) => {
+                    warm = Err(anyhow::anyhow!(
+                        "sender {}: warm-up popup failed: {e}",
+                        self.index
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    warm = Err(e);
+                    break;
+                }
             }
         }
+        // a failed sender still meets the others at the start line, or they (and the
+        // main task) would wait there for ever
         barrier.wait().await;
+        warm?;
         let mut report = SenderReport::default();
         for seq in warmup..warmup + count {
             match self.one(seq, &mut report).await? {
