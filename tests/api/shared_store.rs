@@ -25,6 +25,16 @@ fn popup(session: &str) -> String {
         .to_string()
 }
 
+/// Two nodes on one database, a connector and the agent on extension 101.
+async fn two_nodes_and_an_agent() -> ([TestApp; 2], crate::helpers::TestConnector, UserId) {
+    let first = spawn_app().await;
+    let nodes = [first.second_node().await, first];
+    let c = nodes[0].connector().await;
+    let (agent, _) = nodes[0].agent("asha@example.com", &["101"]).await;
+    let agent = UserId::parse(&agent).unwrap();
+    (nodes, c, agent)
+}
+
 /// Node `i % 2` of the two.
 fn node(nodes: &[TestApp; 2], i: usize) -> &TestApp {
     &nodes[i % 2]
@@ -33,10 +43,7 @@ fn node(nodes: &[TestApp; 2], i: usize) -> &TestApp {
 #[tokio::test]
 async fn twenty_concurrent_popups_and_logs_for_one_unknown_caller_on_two_nodes_make_one_lead() {
     // Arrange
-    let first = spawn_app().await;
-    let nodes = [first.second_node().await, first];
-    let c = nodes[0].connector().await;
-    nodes[0].agent("asha@example.com", &["101"]).await;
+    let (nodes, c, _) = two_nodes_and_an_agent().await;
 
     // Act
     let answers = join_all((0..20).map(|i| {
@@ -72,10 +79,7 @@ async fn twenty_concurrent_popups_and_logs_for_one_unknown_caller_on_two_nodes_m
 #[tokio::test]
 async fn the_same_call_logged_concurrently_on_two_nodes_makes_one_activity() {
     // Arrange
-    let first = spawn_app().await;
-    let nodes = [first.second_node().await, first];
-    let c = nodes[0].connector().await;
-    nodes[0].agent("asha@example.com", &["101"]).await;
+    let (nodes, c, _) = two_nodes_and_an_agent().await;
     let body = call_log("same-call").to_string();
 
     // Act
@@ -102,11 +106,7 @@ async fn the_same_call_logged_concurrently_on_two_nodes_makes_one_activity() {
 #[tokio::test]
 async fn seq_values_handed_out_by_two_nodes_to_one_agent_are_unique_and_gapless() {
     // Arrange
-    let first = spawn_app().await;
-    let nodes = [first.second_node().await, first];
-    let c = nodes[0].connector().await;
-    let (agent, _) = nodes[0].agent("asha@example.com", &["101"]).await;
-    let agent = UserId::parse(&agent).unwrap();
+    let (nodes, c, agent) = two_nodes_and_an_agent().await;
 
     // Act
     let answers = join_all((0..20).map(|i| {
@@ -204,11 +204,7 @@ async fn two_nodes_claiming_outbox_items_concurrently_never_claim_the_same_item(
 #[tokio::test]
 async fn two_nodes_expiring_popups_concurrently_close_each_popup_once() {
     // Arrange: ten queued popups (the agent has no socket)
-    let first = spawn_app().await;
-    let nodes = [first.second_node().await, first];
-    let c = nodes[0].connector().await;
-    let (agent, _) = nodes[0].agent("asha@example.com", &["101"]).await;
-    let agent = UserId::parse(&agent).unwrap();
+    let (nodes, c, agent) = two_nodes_and_an_agent().await;
     for i in 0..10 {
         nodes[i % 2]
             .popup(&c, "8611795988", "101", &format!("call-{i}"))
@@ -252,10 +248,7 @@ async fn a_key_rotated_or_a_connector_deleted_on_one_node_stops_working_on_the_o
         return; // nodes share PostgreSQL; SQLite is one node's store (cluster needs PostgreSQL)
     }
     // Arrange: node b has served (and so cached) the connector
-    let first = spawn_app().await;
-    let nodes = [first.second_node().await, first];
-    let c = nodes[0].connector().await;
-    nodes[0].agent("asha@example.com", &["101"]).await;
+    let (nodes, c, _) = two_nodes_and_an_agent().await;
     let (status, _) = nodes[1].post_popup(&c, &popup("before")).await;
     assert_eq!(status, 200);
 
