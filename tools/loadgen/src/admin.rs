@@ -47,6 +47,17 @@ pub fn ws_url(base: &str) -> anyhow::Result<String> {
     }
 }
 
+/// Where the gateway is and how to administer it (every mode's first two options).
+#[derive(clap::Args, Debug)]
+pub struct Gateway {
+    /// Gateway base URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub url: String,
+    /// The gateway's admin token.
+    #[arg(long)]
+    pub admin_token: String,
+}
+
 /// A connector's provider credentials.
 #[derive(Debug, Clone)]
 pub struct Connector {

@@ -32,12 +32,9 @@ const DEFAULT_COUNT: usize = 1000;
 /// Options of `call-log`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Gateway base URL, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
-    pub url: String,
-    /// The gateway's admin token.
-    #[arg(long)]
-    pub admin_token: String,
+    /// The gateway and its admin token.
+    #[command(flatten)]
+    pub gateway: admin::Gateway,
     /// Logs to send in total, shared by the workers (default 1000 unless
     /// --duration-secs is given; with both, whichever ends first).
     #[arg(long)]
@@ -311,12 +308,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (c, _) => c,
     };
     let duration = args.duration_secs.map(Duration::from_secs);
-    let base = admin::base_url(&args.url);
+    let base = admin::base_url(&args.gateway.url);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.concurrency.max(8))
         .build()?;
-    let admin = AdminClient::new(client.clone(), &base, &args.admin_token);
+    let admin = AdminClient::new(client.clone(), &base, &args.gateway.admin_token);
     let run = admin::run_nonce();
 
     let setup = Instant::now();

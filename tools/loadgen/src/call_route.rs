@@ -40,12 +40,9 @@ const NATIONAL_MAX: u64 = 9_999_999_999;
 /// Options of `route-setup`.
 #[derive(clap::Args, Debug)]
 pub struct SetupArgs {
-    /// Gateway base URL, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
-    pub url: String,
-    /// The gateway's admin token.
-    #[arg(long)]
-    pub admin_token: String,
+    /// The gateway and its admin token.
+    #[command(flatten)]
+    pub gateway: admin::Gateway,
 }
 
 /// Options of `call-route`.
@@ -89,11 +86,11 @@ pub struct Args {
 /// # Errors
 /// The gateway refused or could not be reached.
 pub async fn setup(args: SetupArgs) -> anyhow::Result<()> {
-    let base = admin::base_url(&args.url);
+    let base = admin::base_url(&args.gateway.url);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let admin = AdminClient::new(client, &base, &args.admin_token);
+    let admin = AdminClient::new(client, &base, &args.gateway.admin_token);
     let run = admin::run_nonce();
     let team = admin
         .create_team(&format!("bench-route-{run:016x}"))

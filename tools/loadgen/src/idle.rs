@@ -21,12 +21,9 @@ const PER_AGENT: usize = 10;
 /// Options of `idle-sockets`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Gateway base URL, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
-    pub url: String,
-    /// The gateway's admin token.
-    #[arg(long)]
-    pub admin_token: String,
+    /// The gateway and its admin token.
+    #[command(flatten)]
+    pub gateway: admin::Gateway,
     /// Sockets to open.
     #[arg(long, default_value_t = 1000)]
     pub sockets: usize,
@@ -68,12 +65,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.sockets == 0 || args.parallelism == 0 {
         bail!("--sockets and --parallelism must be at least 1");
     }
-    let base = admin::base_url(&args.url);
+    let base = admin::base_url(&args.gateway.url);
     let ws = admin::ws_url(&base)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
-    let admin = AdminClient::new(client, &base, &args.admin_token);
+    let admin = AdminClient::new(client, &base, &args.gateway.admin_token);
     let run = admin::run_nonce();
 
     let agents_needed = args.sockets.div_ceil(PER_AGENT);

@@ -26,12 +26,9 @@ use std::time::{Duration, Instant};
 /// Options of `popup-rate`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Gateway base URL, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
-    pub url: String,
-    /// The gateway's admin token.
-    #[arg(long)]
-    pub admin_token: String,
+    /// The gateway and its admin token.
+    #[command(flatten)]
+    pub gateway: admin::Gateway,
     /// Agent sockets held open (one agent each); popups go to them in turn.
     #[arg(long, default_value_t = 1000)]
     pub sockets: usize,
@@ -141,14 +138,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         bail!("--rate must be a positive number");
     }
-    let base = admin::base_url(&args.url);
+    let base = admin::base_url(&args.gateway.url);
     let ws = admin::ws_url(&base)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.connections)
         .tcp_nodelay(true)
         .build()?;
-    let admin = AdminClient::new(client.clone(), &base, &args.admin_token);
+    let admin = AdminClient::new(client.clone(), &base, &args.gateway.admin_token);
     let run = admin::run_nonce();
 
     let setup = Instant::now();

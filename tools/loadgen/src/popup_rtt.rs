@@ -23,12 +23,9 @@ use tokio::sync::Barrier;
 /// Options of `popup-rtt`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Gateway base URL, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
-    pub url: String,
-    /// The gateway's admin token.
-    #[arg(long)]
-    pub admin_token: String,
+    /// The gateway and its admin token.
+    #[command(flatten)]
+    pub gateway: admin::Gateway,
     /// Base URL of the node the agents' sockets connect to (default: --url). With
     /// another node of a cluster, popups cross nodes (posted to --url, delivered over
     /// Redis by the socket's node).
@@ -304,15 +301,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.count < args.concurrency {
         bail!("--count must be at least --concurrency");
     }
-    let base = admin::base_url(&args.url);
+    let base = admin::base_url(&args.gateway.url);
     let ws = admin::ws_url(&admin::base_url(
-        args.socket_url.as_deref().unwrap_or(&args.url),
+        args.socket_url.as_deref().unwrap_or(&args.gateway.url),
     ))?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(args.concurrency.max(8))
         .build()?;
-    let admin = AdminClient::new(client.clone(), &base, &args.admin_token);
+    let admin = AdminClient::new(client.clone(), &base, &args.gateway.admin_token);
     let run = admin::run_nonce();
 
     let setup = Instant::now();
