@@ -139,7 +139,7 @@ pub async fn log(
     };
     let to = recipients(&popups, agent.as_ref().map(|a| a.id));
     let payload = |popup: Option<PopupId>, a: &Activity| json!({"popup_id": popup, "activity": a});
-    let (activity, duplicate, events) = state.store.log_call(&write, &to, &payload).await?;
+    let (activity, duplicate, events) = state.store.log_call(&write, &to, payload).await?;
     for e in events {
         let frame = protocol::event("call_logged", e.seq, &e.payload);
         state.bus.send(e.user_id, &frame, 0, None).await;

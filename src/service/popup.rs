@@ -619,7 +619,7 @@ pub async fn run_expiry(state: AppState, every: Duration) {
         let payload = |id: PopupId| json!({"popup_id": id, "reason": "expired"});
         match state
             .store
-            .expire_popups(now.plus_secs(-ttl), now.plus_secs(-open_max), &payload)
+            .expire_popups(now.plus_secs(-ttl), now.plus_secs(-open_max), payload)
             .await
         {
             Ok(expired) => {

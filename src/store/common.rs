@@ -31,14 +31,22 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Database, Decode, Encode, Postgres, QueryBuilder, Row, SqlSafeStr, Sqlite, Type};
 
-/// A column type both drivers decode (`String`, `i64`, `bool` and their `Option`s).
+/// A column type every driver decodes (`String`, `i64`, `bool` and their `Option`s).
 pub(super) trait Col:
-    for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+    for<'r> Decode<'r, Sqlite>
+    + Type<Sqlite>
+    + for<'r> Decode<'r, Postgres>
+    + Type<Postgres>
+    + rusqlite::types::FromSql
 {
 }
 
 impl<T> Col for T where
-    T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+    T: for<'r> Decode<'r, Sqlite>
+        + Type<Sqlite>
+        + for<'r> Decode<'r, Postgres>
+        + Type<Postgres>
+        + rusqlite::types::FromSql
 {
 }
 
@@ -51,6 +59,15 @@ pub(super) trait DbRow {
 impl DbRow for SqliteRow {
     fn col<T: Col>(&self, name: &str) -> Result<T, sqlx::Error> {
         self.try_get(name)
+    }
+}
+
+impl DbRow for rusqlite::Row<'_> {
+    fn col<T: Col>(&self, name: &str) -> Result<T, sqlx::Error> {
+        self.get(name).map_err(|e| sqlx::Error::ColumnDecode {
+            index: name.to_owned(),
+            source: Box::new(e),
+        })
     }
 }
 
@@ -134,24 +151,45 @@ pub(super) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
 }
 
-fn unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+/// A driver's error, as far as the store tells them apart.
+pub(super) trait DbError: Into<StoreError> {
+    /// A unique (or primary key) constraint failed.
+    fn unique_violation(&self) -> bool;
+    /// A foreign key constraint failed.
+    fn fk_violation(&self) -> bool;
 }
 
-fn fk_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+impl DbError for sqlx::Error {
+    fn unique_violation(&self) -> bool {
+        matches!(self, sqlx::Error::Database(db) if db.is_unique_violation())
+    }
+    fn fk_violation(&self) -> bool {
+        matches!(self, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+    }
 }
 
-fn unique_or(e: sqlx::Error, code: &'static str, field: String) -> StoreError {
-    if unique_violation(&e) {
+impl DbError for rusqlite::Error {
+    fn unique_violation(&self) -> bool {
+        matches!(self, rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    }
+    fn fk_violation(&self) -> bool {
+        matches!(self, rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+    }
+}
+
+fn unique_or(e: impl DbError, code: &'static str, field: String) -> StoreError {
+    if e.unique_violation() {
         StoreError::Conflict { code, field }
     } else {
         e.into()
     }
 }
 
-fn reference_or(e: sqlx::Error, field: String) -> StoreError {
-    if fk_violation(&e) {
+fn reference_or(e: impl DbError, field: String) -> StoreError {
+    if e.fk_violation() {
         StoreError::UnknownReference { field }
     } else {
         e.into()
@@ -159,37 +197,37 @@ fn reference_or(e: sqlx::Error, field: String) -> StoreError {
 }
 
 /// A failed lead write: another lead has its `external_id`, or its `owner_id` is unknown.
-pub(super) fn lead_write_error(e: sqlx::Error) -> StoreError {
-    if fk_violation(&e) {
+pub(super) fn lead_write_error(e: impl DbError) -> StoreError {
+    if e.fk_violation() {
         return reference_or(e, "owner_id".into());
     }
     unique_or(e, "external_id_in_use", "external_id".into())
 }
 
 /// A failed user write: another user has the email.
-pub(super) fn user_write_error(e: sqlx::Error) -> StoreError {
+pub(super) fn user_write_error(e: impl DbError) -> StoreError {
     unique_or(e, "email_in_use", "email".into())
 }
 
 /// A failed insert of a user's `i`th number: another user holds it.
-pub(super) fn user_number_error(e: sqlx::Error, i: usize) -> StoreError {
+pub(super) fn user_number_error(e: impl DbError, i: usize) -> StoreError {
     unique_or(e, "number_in_use", format!("phone_numbers[{i}]"))
 }
 
 /// A failed insert of the `i`th of the `team_ids` given: no such team.
-pub(super) fn team_ref_error(e: sqlx::Error, i: usize) -> StoreError {
+pub(super) fn team_ref_error(e: impl DbError, i: usize) -> StoreError {
     reference_or(e, format!("team_ids[{i}]"))
 }
 
 /// A failed opportunity write: no such lead.
-pub(super) fn opportunity_write_error(e: sqlx::Error) -> StoreError {
+pub(super) fn opportunity_write_error(e: impl DbError) -> StoreError {
     reference_or(e, "lead_id".into())
 }
 
 /// A failed virtual-number insert: another connector holds the number, or the
 /// connector does not exist.
-pub(super) fn virtual_number_error(e: sqlx::Error) -> StoreError {
-    if fk_violation(&e) {
+pub(super) fn virtual_number_error(e: impl DbError) -> StoreError {
+    if e.fk_violation() {
         return StoreError::NotFound;
     }
     unique_or(e, "number_in_use", "number".into())

@@ -4,6 +4,7 @@
 
 pub mod cache;
 mod common;
+mod engine;
 pub mod postgres;
 pub mod sqlite;
 
@@ -52,6 +53,12 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        Self::Unavailable(e.into())
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
         Self::Unavailable(e.into())
     }
 }
@@ -569,6 +576,12 @@ pub struct CallActivityWrite {
 /// Who hears of a logged call, with their popup for it if any.
 pub type Recipients = [(UserId, Option<PopupId>)];
 
+/// Builds the payload of a `call_logged` event from its popup and the activity.
+pub type CallLoggedPayload = fn(Option<PopupId>, &Activity) -> serde_json::Value;
+
+/// Builds the payload of the `popup_closed` event of an expired popup.
+pub type ExpiredPayload = fn(PopupId) -> serde_json::Value;
+
 /// An event appended for one user.
 #[derive(Clone, Debug)]
 pub struct UserEvent {
@@ -936,7 +949,7 @@ pub trait Store: Send + Sync {
         &self,
         queued_before: Timestamp,
         open_before: Timestamp,
-        payload: &(dyn Fn(PopupId) -> serde_json::Value + Send + Sync),
+        payload: ExpiredPayload,
     ) -> StoreResult<Vec<ExpiredPopup>>;
     /// Every popup of this connector + call session (one per agent), newest first.
     async fn popups_for_session(
@@ -953,9 +966,7 @@ pub trait Store: Send + Sync {
         &self,
         w: &CallActivityWrite,
         recipients: &Recipients,
-        payload: &(
-             dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync
-         ),
+        payload: CallLoggedPayload,
     ) -> StoreResult<(Activity, bool, Vec<UserEvent>)>;
     /// Drops events older than `before` whose popup is not open.
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64>;

@@ -30,6 +30,7 @@ use super::{
     StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow, UserEvent, UserKey,
     UserWrite, VirtualNumber,
 };
+use super::{CallLoggedPayload, ExpiredPayload};
 use crate::domain::connector::{Connector, ConnectorSettings};
 use crate::domain::ids::{
     ActivityId, ConnectorId, LeadId, OpportunityId, OutboxId, PopupId, TeamId, UserId,
@@ -1477,7 +1478,7 @@ impl super::Store for PostgresStore {
         &self,
         queued_before: Timestamp,
         open_before: Timestamp,
-        payload: &(dyn Fn(PopupId) -> serde_json::Value + Send + Sync),
+        payload: ExpiredPayload,
     ) -> StoreResult<Vec<ExpiredPopup>> {
         let due = format!(
             "((state = 'queued' AND created_at < $1) OR (state IN {OPEN_STATES} AND created_at < $2))"
@@ -1553,9 +1554,7 @@ impl super::Store for PostgresStore {
         &self,
         w: &CallActivityWrite,
         recipients: &Recipients,
-        payload: &(
-             dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync
-         ),
+        payload: CallLoggedPayload,
     ) -> StoreResult<(Activity, bool, Vec<UserEvent>)> {
         let now = Timestamp::now();
         let mut tx = self.pool.begin().await?;

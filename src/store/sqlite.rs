@@ -2,6 +2,7 @@
 //! before it writes runs under `BEGIN IMMEDIATE`, which takes SQLite's single write
 //! lock up front: that is the per-key lock DESIGN.md asks for, at database scope.
 
+use super::common::DbRow as _;
 use super::common::{
     ImportStep, NewActivity, activities_query, activity_from_row, apply_lead_writes,
     click_to_call_from_row, click_to_call_wait, connector_from_row, disposition_activities,
@@ -12,6 +13,7 @@ use super::common::{
     telephony_logs_query, to_json, user_from_row, user_number_error, user_write_error,
     virtual_number_error, vn_from_row,
 };
+use super::engine::Engine;
 use super::{
     ActivityFilter, CallActivityWrite, ClickToCallRecord, DisposeError, DispositionWrite,
     ExpiredPopup, ImportOutcome, LeadFilter, LeadPatch, LeadWrite, NewConnector, OpportunityWrite,
@@ -19,6 +21,7 @@ use super::{
     StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow, UserEvent, UserKey,
     UserWrite, VirtualNumber,
 };
+use super::{CallLoggedPayload, ExpiredPayload};
 use crate::domain::connector::{Connector, ConnectorSettings};
 use crate::domain::ids::{
     ActivityId, ConnectorId, LeadId, OpportunityId, OutboxId, PopupId, TeamId, UserId,
@@ -29,6 +32,7 @@ use crate::domain::phone::PhoneNumber;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{Team, User};
 use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension as _, params};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -39,7 +43,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-const OPEN_STATES: &str = "('queued','delivered','acked')";
+/// The states of an open popup, as an SQL list (a macro, for `concat!`).
+macro_rules! open_states {
+    () => {
+        "('queued','delivered','acked')"
+    };
+}
 
 /// The SQLite implementation of [`super::Store`].
 pub struct SqliteStore {
@@ -47,6 +56,8 @@ pub struct SqliteStore {
     /// Writers of this process queue here instead of in SQLite's busy handler, whose
     /// sleeping back-off (up to 100 ms a try) would put long tails on popups.
     write_lock: Arc<Mutex<()>>,
+    /// The thread that runs the hot operations (popups, leads, call logs, events).
+    engine: Engine,
     /// Connectors by access key (cleared after every connector write).
     connectors: super::cache::ConnectorCache,
     /// Stops the checkpointing task when the store is dropped.
@@ -106,6 +117,21 @@ const USER_SELECT: &str = "SELECT u.id, u.name, u.email, u.group_ids, u.role, u.
     (SELECT json_group_array(team_id) FROM (SELECT team_id FROM team_members WHERE user_id = u.id ORDER BY team_id)) AS team_ids \
     FROM users u";
 
+/// The user by id (`?1`) with whether they see the connector `?2`.
+static USER_SEEING_BY_ID: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| user_seeing_sql("u.id = ?1"));
+/// The user holding the number `?1` with whether they see the connector `?2`.
+static USER_SEEING_BY_NUMBER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    user_seeing_sql("u.id = (SELECT user_id FROM user_numbers WHERE number = ?1)")
+});
+
+fn user_seeing_sql(filter: &str) -> String {
+    format!(
+        "SELECT x.*, {} AS sees FROM ({USER_SELECT} WHERE {filter}) x",
+        sees_connector("x.id")
+    )
+}
+
 /// SQL: whether the user `user` (a column or parameter) sees the connector `?2` (SPEC 1:
 /// through a team assigned to it, or, in no team that has connectors, the default).
 fn sees_connector(user: &str) -> String {
@@ -118,71 +144,80 @@ fn sees_connector(user: &str) -> String {
     )
 }
 
-/// Appends an event for `user` inside a transaction; returns its `seq`.
-async fn append_event(
-    conn: &mut SqliteConnection,
-    user: UserId,
-    kind: &str,
-    popup: Option<PopupId>,
-    payload: Option<&serde_json::Value>,
-    now: Timestamp,
-) -> StoreResult<i64> {
-    let seq: i64 = sqlx::query_scalar("UPDATE users SET seq = seq + 1 WHERE id = ? RETURNING seq")
-        .bind(user.to_string())
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    sqlx::query("INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(user.to_string())
-        .bind(seq)
-        .bind(kind)
-        .bind(popup.map(|p| p.to_string()))
-        .bind(payload.map(to_json))
-        .bind(now.millis())
-        .execute(&mut *conn)
-        .await?;
-    Ok(seq)
+/// The rows of `sql`, each read by `map` (a statement cached on the connection).
+fn rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(map(r)?);
+    }
+    Ok(out)
 }
 
-/// Appends one event per item, each with its user's next `seq`, in one trip to
-/// SQLite's thread; returns the seqs in order. Inside a write transaction.
-async fn append_events(
-    conn: &mut SqliteConnection,
+/// The first row of `sql`, read by `map`.
+fn row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    rows.next()?.map(map).transpose()
+}
+
+/// Runs `sql` (cached); returns the number of rows it changed.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<usize> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
+}
+
+/// `?, ?, …` with `n` placeholders (for `IN (…)`).
+fn placeholders(n: usize) -> String {
+    let mut s = "?, ".repeat(n);
+    s.truncate(s.len().saturating_sub(2));
+    s
+}
+
+/// Appends one event per item, each with its user's next `seq`; returns the seqs in
+/// order. Inside a write transaction.
+fn append_events(
+    conn: &Connection,
     items: &[(UserId, &str, Option<PopupId>, Option<serde_json::Value>)],
     now: Timestamp,
 ) -> StoreResult<Vec<i64>> {
-    if items.is_empty() {
-        return Ok(Vec::new());
-    }
-    // anonymous parameters, bound in the order they appear: sqlx numbers them across
-    // the statements of one query (numbered ones would be bound per statement)
-    let sql = "UPDATE users SET seq = seq + 1 WHERE id = ?; \
-               INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) \
-               VALUES (?, (SELECT seq FROM users WHERE id = ?), ?, ?, ?, ?) RETURNING seq; "
-        .repeat(items.len());
-    let mut q = sqlx::query(AssertSqlSafe(sql));
+    let mut next =
+        conn.prepare_cached("UPDATE users SET seq = seq + 1 WHERE id = ? RETURNING seq")?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )?;
+    let mut seqs = Vec::with_capacity(items.len());
     for (user, kind, popup, payload) in items {
         let user = user.to_string();
-        q = q
-            .bind(user.clone())
-            .bind(user.clone())
-            .bind(user)
-            .bind((*kind).to_owned())
-            .bind(popup.map(|p| p.to_string()))
-            .bind(payload.as_ref().map(to_json))
-            .bind(now.millis());
+        let seq: i64 = next
+            .query_row([&user], |r| r.get(0))
+            .optional()?
+            .ok_or(StoreError::NotFound)?;
+        insert.execute(params![
+            user,
+            seq,
+            kind,
+            popup.map(|p| p.to_string()),
+            payload.as_ref().map(to_json),
+            now.millis()
+        ])?;
+        seqs.push(seq);
     }
-    let rows = q.fetch_all(&mut *conn).await?;
-    if rows.len() != items.len() {
-        return Err(StoreError::NotFound);
-    }
-    rows.iter()
-        .map(|r| r.try_get::<i64, _>("seq").map_err(StoreError::from))
-        .collect()
+    Ok(seqs)
 }
 
-async fn write_lead(
-    conn: &mut SqliteConnection,
+fn write_lead(
+    conn: &Connection,
     id: LeadId,
     l: &LeadWrite,
     now: Timestamp,
@@ -197,38 +232,35 @@ async fn write_lead(
          secondary_numbers = ?, owner_id = ?, source = ?, origin = ?, stage = ?, fields = ?, \
          external_id = ?, created_at = created_at + 0 * ?, updated_at = ? WHERE id = ?"
     };
-    let res = sqlx::query(sql)
-        .bind(l.first_name.as_deref())
-        .bind(l.last_name.as_deref())
-        .bind(l.email.as_deref())
-        .bind(l.phone.as_ref().map(|p| p.as_str().to_owned()))
-        .bind(l.mobile.as_ref().map(|p| p.as_str().to_owned()))
-        .bind(secondary_json(l))
-        .bind(l.owner_id.map(|u| u.to_string()))
-        .bind(l.source.as_deref())
-        .bind(l.origin.as_deref())
-        .bind(l.stage.as_deref())
-        .bind(to_json(&l.fields))
-        .bind(l.external_id.as_deref())
-        .bind(now.millis())
-        .bind(now.millis())
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await
+    let id = id.to_string();
+    let changed = conn
+        .prepare_cached(sql)?
+        .execute(params![
+            l.first_name,
+            l.last_name,
+            l.email,
+            l.phone.as_ref().map(PhoneNumber::as_str),
+            l.mobile.as_ref().map(PhoneNumber::as_str),
+            secondary_json(l),
+            l.owner_id.map(|u| u.to_string()),
+            l.source,
+            l.origin,
+            l.stage,
+            to_json(&l.fields),
+            l.external_id,
+            now.millis(),
+            now.millis(),
+            id,
+        ])
         .map_err(lead_write_error)?;
-    if res.rows_affected() == 0 {
+    if changed == 0 {
         return Err(StoreError::NotFound);
     }
-    sqlx::query("DELETE FROM lead_numbers WHERE lead_id = ?")
-        .bind(id.to_string())
-        .execute(&mut *conn)
-        .await?;
+    exec(conn, "DELETE FROM lead_numbers WHERE lead_id = ?", [&id])?;
+    let mut add =
+        conn.prepare_cached("INSERT OR IGNORE INTO lead_numbers (number, lead_id) VALUES (?, ?)")?;
     for n in lead_numbers(l) {
-        sqlx::query("INSERT OR IGNORE INTO lead_numbers (number, lead_id) VALUES (?, ?)")
-            .bind(n.as_str())
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await?;
+        add.execute([n.as_str(), &id])?;
     }
     Ok(())
 }
@@ -237,26 +269,27 @@ async fn write_lead(
 /// with its email (ASCII case-insensitive, the `leads_email` index) when that lead has
 /// no other `external_id` — a lead known to the source system under another id is
 /// another record, however its email reads.
-async fn import_match(conn: &mut SqliteConnection, row: &LeadPatch) -> StoreResult<Option<Lead>> {
-    if let Some(x) = import_external_id(row)
-        && let Some(r) = sqlx::query("SELECT * FROM leads WHERE external_id = ?")
-            .bind(x)
-            .fetch_optional(&mut *conn)
-            .await?
+fn import_match(conn: &Connection, patch: &LeadPatch) -> StoreResult<Option<Lead>> {
+    if let Some(x) = import_external_id(patch)
+        && let Some(lead) = row(
+            conn,
+            "SELECT * FROM leads WHERE external_id = ?",
+            [x],
+            |r| lead_from_row(r),
+        )?
     {
-        return lead_from_row(&r).map(Some);
+        return Ok(Some(lead));
     }
-    let Some(email) = import_email(row) else {
+    let Some(email) = import_email(patch) else {
         return Ok(None);
     };
-    let found = sqlx::query("SELECT * FROM leads WHERE email = ? COLLATE NOCASE LIMIT 2")
-        .bind(email)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(lead_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(import_email_match(row, found))
+    let found = rows(
+        conn,
+        "SELECT * FROM leads WHERE email = ? COLLATE NOCASE LIMIT 2",
+        [email],
+        |r| lead_from_row(r),
+    )?;
+    Ok(import_email_match(patch, found))
 }
 
 /// [`StoreError::NotFound`] unless the connector exists.
@@ -269,31 +302,23 @@ async fn require_connector(conn: &mut SqliteConnection, id: ConnectorId) -> Stor
 }
 
 /// Leads holding `number`, most recently updated first, then by id.
-async fn select_by_number(
-    conn: &mut SqliteConnection,
-    number: &PhoneNumber,
-    limit: u32,
-) -> StoreResult<Vec<Lead>> {
-    sqlx::query(
+fn select_by_number(conn: &Connection, number: &str, limit: u32) -> StoreResult<Vec<Lead>> {
+    rows(
+        conn,
         "SELECT l.* FROM lead_numbers n JOIN leads l ON l.id = n.lead_id \
          WHERE n.number = ? ORDER BY l.updated_at DESC, l.id LIMIT ?",
+        params![number, i64::from(limit)],
+        |r| lead_from_row(r),
     )
-    .bind(number.as_str())
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(lead_from_row)
-    .collect()
 }
 
-async fn fetch_lead(conn: &mut SqliteConnection, id: LeadId) -> StoreResult<Option<Lead>> {
-    sqlx::query("SELECT * FROM leads WHERE id = ?")
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|r| lead_from_row(&r))
-        .transpose()
+fn fetch_lead(conn: &Connection, id: LeadId) -> StoreResult<Option<Lead>> {
+    row(
+        conn,
+        "SELECT * FROM leads WHERE id = ?",
+        [id.to_string()],
+        |r| lead_from_row(r),
+    )
 }
 
 async fn fetch_user(conn: &mut SqliteConnection, id: UserId) -> StoreResult<Option<User>> {
@@ -364,28 +389,25 @@ async fn write_user(
     Ok(())
 }
 
-async fn insert_activity(
-    conn: &mut SqliteConnection,
-    a: NewActivity<'_>,
-    now: Timestamp,
-) -> StoreResult<()> {
-    sqlx::query(
+fn insert_activity(conn: &Connection, a: NewActivity<'_>, now: Timestamp) -> StoreResult<()> {
+    exec(
+        conn,
         "INSERT INTO activities (id, kind, lead_id, opportunity_id, user_id, connector_id, call_session_id, \
          status, notes, data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(a.id.to_string())
-    .bind(a.kind.as_str())
-    .bind(a.lead_id.to_string())
-    .bind(a.d.opportunity_id.map(|o| o.to_string()))
-    .bind(a.d.user_id.to_string())
-    .bind(a.d.connector_id.to_string())
-    .bind(a.d.call_session_id.as_str())
-    .bind(a.status)
-    .bind(a.notes)
-    .bind(to_json(&a.data))
-    .bind(now.millis())
-    .execute(&mut *conn)
-    .await?;
+        params![
+            a.id.to_string(),
+            a.kind.as_str(),
+            a.lead_id.to_string(),
+            a.d.opportunity_id.map(|o| o.to_string()),
+            a.d.user_id.to_string(),
+            a.d.connector_id.to_string(),
+            a.d.call_session_id.as_str(),
+            a.status,
+            a.notes,
+            to_json(&a.data),
+            now.millis()
+        ],
+    )?;
     Ok(())
 }
 
@@ -451,11 +473,15 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("migrating the SQLite database")?;
+        let write_lock = Arc::new(Mutex::new(()));
+        let engine = Engine::open(Path::new(path), write_lock.clone())
+            .with_context(|| format!("opening SQLite database {path}"))?;
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(run_checkpoints(pool.clone(), stop.clone()));
         Ok(Self {
             pool,
-            write_lock: Arc::new(Mutex::new(())),
+            engine,
+            write_lock,
             connectors: super::cache::ConnectorCache::default(),
             _checkpoints: stop.drop_guard(),
         })
@@ -490,33 +516,6 @@ impl SqliteStore {
 
     async fn write_guard(&self) -> OwnedMutexGuard<()> {
         self.write_lock.clone().lock_owned().await
-    }
-
-    /// Runs `query` — a whole write transaction, `BEGIN IMMEDIATE; …; COMMIT` — in one
-    /// trip to SQLite's thread, under the write lock; returns the rows its statements
-    /// returned. A failure rolls back. It runs in a task of its own: a caller that goes
-    /// away mid-way (a dropped request) cannot leave the transaction open on a pooled
-    /// connection.
-    async fn write_batch(
-        &self,
-        query: sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> StoreResult<Vec<SqliteRow>> {
-        let pool = self.pool.clone();
-        let lock = self.write_lock.clone();
-        tokio::spawn(async move {
-            let _lock = lock.lock_owned().await;
-            let mut conn = pool.acquire().await?;
-            match query.fetch_all(&mut *conn).await {
-                Ok(rows) => Ok(rows),
-                Err(e) => {
-                    // the failed statement left the transaction open on this connection
-                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-                    Err(e.into())
-                }
-            }
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(anyhow::anyhow!("store write task failed: {e}")))?
     }
 
     async fn fetch_connector(
@@ -846,12 +845,17 @@ impl super::Store for SqliteStore {
     }
 
     async fn virtual_number(&self, number: &PhoneNumber) -> StoreResult<Option<VirtualNumber>> {
-        sqlx::query("SELECT * FROM virtual_numbers WHERE number = ?")
-            .bind(number.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| vn_from_row(&r))
-            .transpose()
+        let number = number.as_str().to_owned();
+        self.engine
+            .read(move |c| {
+                row(
+                    c,
+                    "SELECT * FROM virtual_numbers WHERE number = ?",
+                    [number],
+                    |r| vn_from_row(r),
+                )
+            })
+            .await
     }
 
     async fn create_team(&self, id: TeamId, name: &str) -> StoreResult<Team> {
@@ -967,23 +971,20 @@ impl super::Store for SqliteStore {
         who: UserKey<'_>,
         connector: ConnectorId,
     ) -> StoreResult<Option<(User, bool)>> {
-        let (filter, key) = match who {
-            UserKey::Id(id) => ("u.id = ?1", id.to_string()),
-            UserKey::Number(n) => (
-                "u.id = (SELECT user_id FROM user_numbers WHERE number = ?1)",
-                n.to_owned(),
-            ),
+        let (sql, key) = match who {
+            UserKey::Id(id) => (&*USER_SEEING_BY_ID, id.to_string()),
+            UserKey::Number(n) => (&*USER_SEEING_BY_NUMBER, n.to_owned()),
         };
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT x.*, {} AS sees FROM ({USER_SELECT} WHERE {filter}) x",
-            sees_connector("x.id")
-        )))
-        .bind(key)
-        .bind(connector.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| Ok((user_from_row(&r)?, r.try_get("sees")?)))
-            .transpose()
+        let connector = connector.to_string();
+        self.engine
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(sql)?;
+                let mut rows = stmt.query(params![key, connector])?;
+                rows.next()?
+                    .map(|r| Ok((user_from_row(r)?, r.col::<bool>("sees")?)))
+                    .transpose()
+            })
+            .await
     }
 
     async fn user_sees_connector(&self, user: UserId, connector: ConnectorId) -> StoreResult<bool> {
@@ -1013,32 +1014,36 @@ impl super::Store for SqliteStore {
     }
 
     async fn user_names(&self, ids: &[UserId]) -> StoreResult<BTreeMap<UserId, String>> {
-        let mut out = BTreeMap::new();
         if ids.is_empty() {
-            return Ok(out);
+            return Ok(BTreeMap::new());
         }
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id, name FROM users WHERE id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(id.to_string());
-        }
-        qb.push(")");
-        for r in qb.build().fetch_all(&self.pool).await? {
-            let id: String = r.try_get("id")?;
-            out.insert(
-                parse_id(&id, "users.id", UserId::parse)?,
-                r.try_get("name")?,
-            );
-        }
-        Ok(out)
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        self.engine
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT id, name FROM users WHERE id IN ({})",
+                    placeholders(ids.len())
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(&ids))?;
+                let mut out = BTreeMap::new();
+                while let Some(r) = rows.next()? {
+                    let id: String = r.get(0)?;
+                    out.insert(parse_id(&id, "users.id", UserId::parse)?, r.get(1)?);
+                }
+                Ok(out)
+            })
+            .await
     }
 
     async fn create_lead(&self, id: LeadId, l: &LeadWrite) -> StoreResult<Lead> {
-        let mut tx = self.immediate().await?;
-        write_lead(&mut tx, id, l, Timestamp::now(), true).await?;
-        let lead = fetch_lead(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok(lead)
+        let l = l.clone();
+        self.engine
+            .write(move |c| {
+                write_lead(c, id, &l, Timestamp::now(), true)?;
+                fetch_lead(c, id)?.ok_or(StoreError::NotFound)
+            })
+            .await
     }
 
     async fn list_leads(&self, filter: &LeadFilter, page: &PageRequest) -> StoreResult<Page<Lead>> {
@@ -1070,36 +1075,41 @@ impl super::Store for SqliteStore {
     }
 
     async fn get_lead(&self, id: LeadId) -> StoreResult<Option<Lead>> {
-        let mut conn = self.pool.acquire().await?;
-        fetch_lead(&mut conn, id).await
+        self.engine.read(move |c| fetch_lead(c, id)).await
     }
 
     async fn get_leads(&self, ids: &[LeadId]) -> StoreResult<Vec<Lead>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM leads WHERE id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(id.to_string());
-        }
-        qb.push(")");
-        let found: BTreeMap<LeadId, Lead> = qb
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| lead_from_row(r).map(|l| (l.id, l)))
-            .collect::<StoreResult<_>>()?;
-        Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
+        let ids = ids.to_vec();
+        self.engine
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT * FROM leads WHERE id IN ({})",
+                    placeholders(ids.len())
+                );
+                let keys: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                let mut stmt = c.prepare_cached(&sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(&keys))?;
+                let mut found = BTreeMap::new();
+                while let Some(r) = rows.next()? {
+                    let lead = lead_from_row(r)?;
+                    found.insert(lead.id, lead);
+                }
+                Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+            })
+            .await
     }
 
     async fn update_lead(&self, id: LeadId, l: &LeadWrite) -> StoreResult<Lead> {
-        let mut tx = self.immediate().await?;
-        write_lead(&mut tx, id, l, Timestamp::now(), false).await?;
-        let lead = fetch_lead(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok(lead)
+        let l = l.clone();
+        self.engine
+            .write(move |c| {
+                write_lead(c, id, &l, Timestamp::now(), false)?;
+                fetch_lead(c, id)?.ok_or(StoreError::NotFound)
+            })
+            .await
     }
 
     async fn delete_lead(&self, id: LeadId) -> StoreResult<()> {
@@ -1107,40 +1117,45 @@ impl super::Store for SqliteStore {
     }
 
     async fn import_leads(&self, rows: &[LeadPatch]) -> StoreResult<Vec<ImportOutcome>> {
-        let mut tx = self.immediate().await?;
-        let now = Timestamp::now();
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            // A refused row fails in write_lead's first statement, which SQLite undoes
-            // alone: the transaction and the batch's other rows go on.
-            let matched = import_match(&mut tx, row).await?;
-            let (outcome, written) = match import_step(row, matched.as_ref()) {
-                ImportStep::Unchanged(id) => {
-                    out.push(ImportOutcome::Updated(id));
-                    continue;
+        let rows = rows.to_vec();
+        self.engine
+            .write(move |c| {
+                let now = Timestamp::now();
+                let mut out = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    // A refused row fails in write_lead's first statement, which SQLite
+                    // undoes alone: the transaction and the batch's other rows go on.
+                    let matched = import_match(c, row)?;
+                    let (outcome, written) = match import_step(row, matched.as_ref()) {
+                        ImportStep::Unchanged(id) => {
+                            out.push(ImportOutcome::Updated(id));
+                            continue;
+                        }
+                        ImportStep::Update(id, after) => (
+                            ImportOutcome::Updated(id),
+                            write_lead(c, id, &after, now, false),
+                        ),
+                        ImportStep::Create(id) => (
+                            ImportOutcome::Created(id),
+                            write_lead(c, id, &row.values, now, true),
+                        ),
+                    };
+                    out.push(match written {
+                        Ok(()) => outcome,
+                        Err(e @ StoreError::Unavailable(_)) => return Err(e),
+                        Err(refused) => ImportOutcome::Refused(refused),
+                    });
                 }
-                ImportStep::Update(id, after) => (
-                    ImportOutcome::Updated(id),
-                    write_lead(&mut tx, id, &after, now, false).await,
-                ),
-                ImportStep::Create(id) => (
-                    ImportOutcome::Created(id),
-                    write_lead(&mut tx, id, &row.values, now, true).await,
-                ),
-            };
-            out.push(match written {
-                Ok(()) => outcome,
-                Err(e @ StoreError::Unavailable(_)) => return Err(e),
-                Err(refused) => ImportOutcome::Refused(refused),
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
+                Ok(out)
+            })
+            .await
     }
 
     async fn leads_by_number(&self, number: &PhoneNumber, limit: u32) -> StoreResult<Vec<Lead>> {
-        let mut conn = self.pool.acquire().await?;
-        select_by_number(&mut conn, number, limit).await
+        let number = number.as_str().to_owned();
+        self.engine
+            .read(move |c| select_by_number(c, &number, limit))
+            .await
     }
 
     async fn latest_open_opportunity(&self, lead: LeadId) -> StoreResult<Option<Opportunity>> {
@@ -1160,23 +1175,22 @@ impl super::Store for SqliteStore {
         limit: u32,
         new: &LeadWrite,
     ) -> StoreResult<(Vec<Lead>, bool)> {
-        // Fast path without the write lock: most callers are known.
-        let mut conn = self.pool.acquire().await?;
-        let found = select_by_number(&mut conn, number, limit).await?;
-        drop(conn);
-        if !found.is_empty() {
-            return Ok((found, false));
-        }
-        let mut tx = self.immediate().await?;
-        let found = select_by_number(&mut tx, number, limit).await?;
-        if !found.is_empty() {
-            return Ok((found, false));
-        }
-        let id = LeadId::new();
-        write_lead(&mut tx, id, new, Timestamp::now(), true).await?;
-        let lead = fetch_lead(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
-        Ok((vec![lead], true))
+        // one trip: most callers are known, and an unknown one is created under the
+        // write lock that made the lookup, so concurrent calls create one lead
+        let number = number.as_str().to_owned();
+        let new = new.clone();
+        self.engine
+            .write(move |c| {
+                let found = select_by_number(c, &number, limit)?;
+                if !found.is_empty() {
+                    return Ok((found, false));
+                }
+                let id = LeadId::new();
+                write_lead(c, id, &new, Timestamp::now(), true)?;
+                let lead = fetch_lead(c, id)?.ok_or(StoreError::NotFound)?;
+                Ok((vec![lead], true))
+            })
+            .await
     }
 
     async fn create_opportunity(
@@ -1259,17 +1273,17 @@ impl super::Store for SqliteStore {
     }
 
     async fn recent_calls(&self, lead: LeadId, limit: u32) -> StoreResult<Vec<Activity>> {
-        sqlx::query(
-            "SELECT * FROM activities WHERE lead_id = ? AND kind IN ('inbound_call', 'outbound_call') \
-             ORDER BY created_at DESC, id DESC LIMIT ?",
-        )
-        .bind(lead.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(activity_from_row)
-        .collect()
+        self.engine
+            .read(move |c| {
+                rows(
+                    c,
+                    "SELECT * FROM activities WHERE lead_id = ? AND kind IN ('inbound_call', 'outbound_call') \
+                     ORDER BY created_at DESC, id DESC LIMIT ?",
+                    params![lead.to_string(), i64::from(limit)],
+                    |r| activity_from_row(r),
+                )
+            })
+            .await
     }
 
     async fn upsert_popup(
@@ -1279,267 +1293,272 @@ impl super::Store for SqliteStore {
         online: bool,
     ) -> StoreResult<(PopupRecord, PopupOutcome)> {
         let now = Timestamp::now();
-        // One trip to SQLite's thread for the whole write (the hot path of every popup):
-        // the user's next seq, the popup written once with it, and its replay event, in
-        // one transaction. A closed popup with this key stops all three (nothing
-        // changes, not even the seq); a failure rolls back before the lock is released.
-        // anonymous parameters, bound in the order they appear across the statements
-        let sql = format!(
-            "BEGIN IMMEDIATE; \
-             UPDATE users SET seq = seq + 1 WHERE id = ? AND NOT EXISTS (SELECT 1 FROM popups \
-               WHERE connector_id = ? AND call_session_id = ? AND user_id = ? AND state NOT IN {OPEN_STATES}); \
-             INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
-               opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT seq FROM users WHERE id = ?), ?, ?) \
-             ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
-               lead_id = excluded.lead_id, candidate_ids = excluded.candidate_ids, \
-               new_lead = (popups.new_lead OR excluded.new_lead), opportunity_id = excluded.opportunity_id, \
-               direction = excluded.direction, lead_number = excluded.lead_number, \
-               agent_number = excluded.agent_number, virtual_number = excluded.virtual_number, \
-               tag = excluded.tag, seq = excluded.seq, updated_at = excluded.updated_at, \
-               state = CASE WHEN popups.state = 'queued' THEN excluded.state ELSE popups.state END \
-             WHERE popups.state IN {OPEN_STATES} \
-             RETURNING *; \
-             INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) \
-             SELECT user_id, seq, CASE WHEN id = ? THEN 'popup' ELSE 'popup_update' END, id, NULL, ? \
-             FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ? \
-               AND state IN {OPEN_STATES} AND updated_at = ? AND seq = (SELECT seq FROM users WHERE id = ?); \
-             COMMIT"
-        );
-        let (id, connector, session, user) = (
-            new_id.to_string(),
-            c.connector_id.to_string(),
-            c.call_session_id.clone(),
-            c.user_id.to_string(),
-        );
-        let query = sqlx::query(AssertSqlSafe(sql))
-            // UPDATE users
-            .bind(user.clone())
-            .bind(connector.clone())
-            .bind(session.clone())
-            .bind(user.clone())
-            // INSERT INTO popups
-            .bind(id.clone())
-            .bind(connector.clone())
-            .bind(session.clone())
-            .bind(user.clone())
-            .bind(c.lead_id.to_string())
-            .bind(to_json(&c.candidate_ids))
-            .bind(c.new_lead)
-            .bind(c.opportunity_id.map(|o| o.to_string()))
-            .bind(c.direction.as_str())
-            .bind(c.lead_number.clone())
-            .bind(c.agent_number.clone())
-            .bind(c.virtual_number.clone())
-            .bind(c.tag.clone())
-            .bind(if online { "delivered" } else { "queued" })
-            .bind(user.clone())
-            .bind(now.millis())
-            .bind(now.millis())
-            // INSERT INTO events
-            .bind(id)
-            .bind(now.millis())
-            .bind(connector)
-            .bind(session)
-            .bind(user.clone())
-            .bind(now.millis())
-            .bind(user);
-        let rows = self.write_batch(query).await?;
-        let row = rows.into_iter().next();
-        let Some(row) = row else {
-            // disposed or expired: nothing changed, not even the user's seq
-            let row = sqlx::query(
-                "SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ?",
-            )
-            .bind(c.connector_id.to_string())
-            .bind(&c.call_session_id)
-            .bind(c.user_id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-            return Ok((popup_from_row(&row)?, PopupOutcome::Closed));
-        };
-        let record = popup_from_row(&row)?;
-        let outcome = if record.id == new_id {
-            PopupOutcome::Created
-        } else {
-            PopupOutcome::Updated
-        };
-        Ok((record, outcome))
+        let c = c.clone();
+        // the hot path of every popup: the user's next seq, the popup written once with
+        // it, and its replay event, in one job; a closed popup with this key changes
+        // nothing, not even the seq
+        self.engine
+            .write(move |conn| {
+                let (connector, user) = (c.connector_id.to_string(), c.user_id.to_string());
+                if let Some(closed) = row(
+                    conn,
+                    concat!(
+                        "SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ? \
+                         AND state NOT IN ",
+                        open_states!()
+                    ),
+                    params![connector, c.call_session_id, user],
+                    |r| popup_from_row(r),
+                )? {
+                    return Ok((closed, PopupOutcome::Closed));
+                }
+                let seq: i64 = conn
+                    .prepare_cached("UPDATE users SET seq = seq + 1 WHERE id = ? RETURNING seq")?
+                    .query_row([&user], |r| r.get(0))
+                    .optional()?
+                    .ok_or(StoreError::NotFound)?;
+                let record = row(
+                    conn,
+                    "INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
+                       opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
+                       lead_id = excluded.lead_id, candidate_ids = excluded.candidate_ids, \
+                       new_lead = (popups.new_lead OR excluded.new_lead), opportunity_id = excluded.opportunity_id, \
+                       direction = excluded.direction, lead_number = excluded.lead_number, \
+                       agent_number = excluded.agent_number, virtual_number = excluded.virtual_number, \
+                       tag = excluded.tag, seq = excluded.seq, updated_at = excluded.updated_at, \
+                       state = CASE WHEN popups.state = 'queued' THEN excluded.state ELSE popups.state END \
+                     RETURNING *",
+                    params![
+                        new_id.to_string(),
+                        connector,
+                        c.call_session_id,
+                        user,
+                        c.lead_id.to_string(),
+                        to_json(&c.candidate_ids),
+                        c.new_lead,
+                        c.opportunity_id.map(|o| o.to_string()),
+                        c.direction.as_str(),
+                        c.lead_number,
+                        c.agent_number,
+                        c.virtual_number,
+                        c.tag,
+                        if online { "delivered" } else { "queued" },
+                        seq,
+                        now.millis(),
+                        now.millis(),
+                    ],
+                    |r| popup_from_row(r),
+                )?
+                .ok_or(StoreError::NotFound)?;
+                let (kind, outcome) = if record.id == new_id {
+                    ("popup", PopupOutcome::Created)
+                } else {
+                    ("popup_update", PopupOutcome::Updated)
+                };
+                exec(
+                    conn,
+                    "INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES (?, ?, ?, ?, NULL, ?)",
+                    params![user, seq, kind, record.id.to_string(), now.millis()],
+                )?;
+                Ok((record, outcome))
+            })
+            .await
     }
 
     async fn get_popup(&self, id: PopupId) -> StoreResult<Option<PopupRecord>> {
-        sqlx::query("SELECT * FROM popups WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| popup_from_row(&r))
-            .transpose()
+        self.engine
+            .read(move |c| {
+                row(
+                    c,
+                    "SELECT * FROM popups WHERE id = ?",
+                    [id.to_string()],
+                    |r| popup_from_row(r),
+                )
+            })
+            .await
     }
 
     async fn open_popups(&self, user: UserId) -> StoreResult<Vec<PopupRecord>> {
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT * FROM popups WHERE user_id = ? AND state IN {OPEN_STATES} ORDER BY created_at, id"
-        )))
-        .bind(user.to_string())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(popup_from_row)
-        .collect()
+        self.engine
+            .read(move |c| {
+                rows(
+                    c,
+                    concat!(
+                        "SELECT * FROM popups WHERE user_id = ? AND state IN ",
+                        open_states!(),
+                        " ORDER BY created_at, id"
+                    ),
+                    [user.to_string()],
+                    |r| popup_from_row(r),
+                )
+            })
+            .await
     }
 
     async fn mark_delivered(&self, ids: &[PopupId]) -> StoreResult<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let _w = self.write_guard().await;
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "UPDATE popups SET state = 'delivered' WHERE state = 'queued' AND id IN (",
-        );
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(id.to_string());
-        }
-        qb.push(")");
-        qb.build().execute(&self.pool).await?;
-        Ok(())
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        self.engine
+            .write(move |c| {
+                let sql = format!(
+                    "UPDATE popups SET state = 'delivered' WHERE state = 'queued' AND id IN ({})",
+                    placeholders(ids.len())
+                );
+                exec(c, &sql, rusqlite::params_from_iter(&ids))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn ack_popup(&self, user: UserId, id: PopupId) -> StoreResult<bool> {
-        let _w = self.write_guard().await;
-        Ok(sqlx::query("UPDATE popups SET state = 'acked' WHERE id = ? AND user_id = ? AND state IN ('queued', 'delivered')")
-            .bind(id.to_string())
-            .bind(user.to_string())
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-            == 1)
+        self.engine
+            .write(move |c| {
+                Ok(exec(
+                    c,
+                    "UPDATE popups SET state = 'acked' WHERE id = ? AND user_id = ? AND state IN ('queued', 'delivered')",
+                    [id.to_string(), user.to_string()],
+                )? == 1)
+            })
+            .await
     }
 
     async fn current_seq(&self, user: UserId) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT seq FROM users WHERE id = ?")
-            .bind(user.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)
+        self.engine
+            .read(move |c| {
+                row(
+                    c,
+                    "SELECT seq FROM users WHERE id = ?",
+                    [user.to_string()],
+                    |r| Ok(r.get(0)?),
+                )?
+                .ok_or(StoreError::NotFound)
+            })
+            .await
     }
 
     async fn events_since(&self, user: UserId, after: i64) -> StoreResult<Vec<StoredEvent>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT e.seq, e.kind, e.popup_id, e.payload FROM events e LEFT JOIN popups p ON p.id = e.popup_id \
-             WHERE e.user_id = ? AND e.seq > ? AND (e.payload IS NOT NULL OR p.state IN {OPEN_STATES}) \
-             ORDER BY e.seq"
-        )))
-        .bind(user.to_string())
-        .bind(after)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        self.engine
+            .read(move |c| {
+                rows(
+                    c,
+                    concat!(
+                        "SELECT e.seq, e.kind, e.popup_id, e.payload FROM events e LEFT JOIN popups p ON p.id = e.popup_id \
+                         WHERE e.user_id = ? AND e.seq > ? AND (e.payload IS NOT NULL OR p.state IN ",
+                        open_states!(),
+                        ") ORDER BY e.seq"
+                    ),
+                    params![user.to_string(), after],
+                    |r| event_from_row(r),
+                )
+            })
+            .await
     }
 
     async fn dispose(&self, d: &DispositionWrite) -> Result<Vec<i64>, DisposeError> {
-        let now = Timestamp::now();
-        let mut tx = self.immediate().await?;
-        let changed = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE popups SET state = 'disposed', lead_id = ?, updated_at = ? \
-             WHERE id = ? AND user_id = ? AND state IN {OPEN_STATES}"
-        )))
-        .bind(d.disposition.lead_id.to_string())
-        .bind(now.millis())
-        .bind(d.popup_id.to_string())
-        .bind(d.user_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?
-        .rows_affected();
-        if changed == 0 {
-            let owner: Option<String> =
-                sqlx::query_scalar("SELECT user_id FROM popups WHERE id = ?")
-                    .bind(d.popup_id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?;
-            return Err(if owner == Some(d.user_id.to_string()) {
-                DisposeError::AlreadyDisposed
-            } else {
-                DisposeError::NotFound
-            });
-        }
-        let lead = fetch_lead(&mut tx, d.disposition.lead_id)
-            .await?
-            .ok_or(DisposeError::NotFound)?;
-        let mut write = LeadWrite::from(&lead);
-        apply_lead_writes(&mut write, &d.disposition.writes);
-        write_lead(&mut tx, lead.id, &write, now, false).await?;
-
-        for a in disposition_activities(d, lead.id) {
-            insert_activity(&mut tx, a, now).await?;
-        }
-        if let Some(o) = &d.outbox {
-            sqlx::query(
-                "INSERT INTO outbox (id, connector_id, kind, status, next_attempt_at, age_from, created_at, request) \
-                 VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
-            )
-            .bind(o.id.to_string())
-            .bind(o.connector_id.to_string())
-            .bind(o.kind)
-            .bind(now.millis())
-            .bind(now.millis())
-            .bind(now.millis())
-            .bind(to_json(&o.request))
-            .execute(&mut *tx)
+        let d = d.clone();
+        self.engine
+            .write(move |c| {
+                let now = Timestamp::now();
+                let changed = exec(
+                    c,
+                    concat!(
+                        "UPDATE popups SET state = 'disposed', lead_id = ?, updated_at = ? \
+                         WHERE id = ? AND user_id = ? AND state IN ",
+                        open_states!()
+                    ),
+                    params![
+                        d.disposition.lead_id.to_string(),
+                        now.millis(),
+                        d.popup_id.to_string(),
+                        d.user_id.to_string()
+                    ],
+                )?;
+                if changed == 0 {
+                    let owner = row(
+                        c,
+                        "SELECT user_id FROM popups WHERE id = ?",
+                        [d.popup_id.to_string()],
+                        |r| Ok(r.get::<_, String>(0)?),
+                    )?;
+                    return Err(if owner == Some(d.user_id.to_string()) {
+                        DisposeError::AlreadyDisposed
+                    } else {
+                        DisposeError::NotFound
+                    });
+                }
+                let lead = fetch_lead(c, d.disposition.lead_id)?.ok_or(DisposeError::NotFound)?;
+                let mut write = LeadWrite::from(&lead);
+                apply_lead_writes(&mut write, &d.disposition.writes);
+                write_lead(c, lead.id, &write, now, false)?;
+                for a in disposition_activities(&d, lead.id) {
+                    insert_activity(c, a, now)?;
+                }
+                if let Some(o) = &d.outbox {
+                    exec(
+                        c,
+                        "INSERT INTO outbox (id, connector_id, kind, status, next_attempt_at, age_from, created_at, request) \
+                         VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+                        params![
+                            o.id.to_string(),
+                            o.connector_id.to_string(),
+                            o.kind,
+                            now.millis(),
+                            now.millis(),
+                            now.millis(),
+                            to_json(&o.request)
+                        ],
+                    )?;
+                }
+                let items: Vec<_> = d
+                    .events
+                    .iter()
+                    .map(|e| (d.user_id, e.kind, Some(d.popup_id), Some(e.payload.clone())))
+                    .collect();
+                Ok(append_events(c, &items, now)?)
+            })
             .await
-            .map_err(StoreError::from)?;
-        }
-        let items: Vec<_> = d
-            .events
-            .iter()
-            .map(|e| (d.user_id, e.kind, Some(d.popup_id), Some(e.payload.clone())))
-            .collect();
-        let seqs = append_events(&mut tx, &items, now).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(seqs)
     }
 
     async fn expire_popups(
         &self,
         queued_before: Timestamp,
         open_before: Timestamp,
-        payload: &(dyn Fn(PopupId) -> serde_json::Value + Send + Sync),
+        payload: ExpiredPayload,
     ) -> StoreResult<Vec<ExpiredPopup>> {
-        let now = Timestamp::now();
-        let mut tx = self.immediate().await?;
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE popups SET state = 'expired', updated_at = ? \
-             WHERE (state = 'queued' AND created_at < ?) OR (state IN {OPEN_STATES} AND created_at < ?) \
-             RETURNING id, user_id"
-        )))
-        .bind(now.millis())
-        .bind(queued_before.millis())
-        .bind(open_before.millis())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (popup_id, user_id) = popup_owner_from_row(&r)?;
-            let seq = append_event(
-                &mut tx,
-                user_id,
-                "popup_closed",
-                Some(popup_id),
-                Some(&payload(popup_id)),
-                now,
-            )
-            .await?;
-            out.push(ExpiredPopup {
-                user_id,
-                popup_id,
-                seq,
-            });
-        }
-        tx.commit().await?;
-        Ok(out)
+        self.engine
+            .write(move |c| {
+                let now = Timestamp::now();
+                let expired = rows(
+                    c,
+                    concat!(
+                        "UPDATE popups SET state = 'expired', updated_at = ? \
+                         WHERE (state = 'queued' AND created_at < ?) OR (state IN ",
+                        open_states!(),
+                        " AND created_at < ?) RETURNING id, user_id"
+                    ),
+                    params![now.millis(), queued_before.millis(), open_before.millis()],
+                    |r| popup_owner_from_row(r),
+                )?;
+                let items: Vec<_> = expired
+                    .iter()
+                    .map(|&(popup, user)| (user, "popup_closed", Some(popup), Some(payload(popup))))
+                    .collect();
+                let seqs = append_events(c, &items, now)?;
+                Ok(expired
+                    .into_iter()
+                    .zip(seqs)
+                    .map(|((popup_id, user_id), seq)| ExpiredPopup {
+                        user_id,
+                        popup_id,
+                        seq,
+                    })
+                    .collect())
+            })
+            .await
     }
 
     async fn popups_for_session(
@@ -1547,126 +1566,133 @@ impl super::Store for SqliteStore {
         connector: ConnectorId,
         call_session_id: &str,
     ) -> StoreResult<Vec<PopupRecord>> {
-        sqlx::query("SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? ORDER BY updated_at DESC, id")
-            .bind(connector.to_string())
-            .bind(call_session_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(popup_from_row)
-            .collect()
+        let session = call_session_id.to_owned();
+        self.engine
+            .read(move |c| {
+                rows(
+                    c,
+                    "SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? ORDER BY updated_at DESC, id",
+                    [connector.to_string(), session],
+                    |r| popup_from_row(r),
+                )
+            })
+            .await
     }
 
     async fn log_call(
         &self,
         w: &CallActivityWrite,
         recipients: &Recipients,
-        payload: &(
-             dyn for<'a> Fn(Option<PopupId>, &'a Activity) -> serde_json::Value + Send + Sync
-         ),
+        payload: CallLoggedPayload,
     ) -> StoreResult<(Activity, bool, Vec<UserEvent>)> {
-        let now = Timestamp::now();
-        let mut tx = self.immediate().await?;
-        let row = sqlx::query(
-            "INSERT INTO activities (id, kind, lead_id, opportunity_id, user_id, connector_id, call_session_id, \
-               status, started_at, ended_at, duration_secs, recording_url, notes, data, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (connector_id, call_session_id) \
-               WHERE kind IN ('inbound_call', 'outbound_call') AND call_session_id IS NOT NULL \
-             DO UPDATE SET \
-               opportunity_id = COALESCE(excluded.opportunity_id, activities.opportunity_id), \
-               user_id = COALESCE(excluded.user_id, activities.user_id), \
-               status = excluded.status, started_at = excluded.started_at, ended_at = excluded.ended_at, \
-               duration_secs = excluded.duration_secs, \
-               recording_url = COALESCE(excluded.recording_url, activities.recording_url), \
-               notes = COALESCE(excluded.notes, activities.notes), \
-               data = json_patch(activities.data, excluded.data) \
-             RETURNING *",
-        )
-        .bind(w.new_id.to_string())
-        .bind(w.kind.as_str())
-        .bind(w.lead_id.to_string())
-        .bind(w.opportunity_id.map(|o| o.to_string()))
-        .bind(w.user_id.map(|u| u.to_string()))
-        .bind(w.connector_id.to_string())
-        .bind(w.call_session_id.as_deref())
-        .bind(&w.status)
-        .bind(w.started_at.millis())
-        .bind(w.ended_at.millis())
-        .bind(w.duration_secs)
-        .bind(w.recording_url.as_deref())
-        .bind(w.notes.as_deref())
-        .bind(to_json(&w.data))
-        .bind(now.millis())
-        .fetch_one(&mut *tx)
-        .await?;
-        let activity = activity_from_row(&row)?;
-        let duplicate = activity.id != w.new_id;
-        let items: Vec<_> = recipients
-            .iter()
-            .map(|(user, popup)| {
-                (
-                    *user,
-                    "call_logged",
-                    *popup,
-                    Some(payload(*popup, &activity)),
-                )
+        let w = w.clone();
+        let recipients = recipients.to_vec();
+        self.engine
+            .write(move |c| {
+                let now = Timestamp::now();
+                let activity = row(
+                    c,
+                    "INSERT INTO activities (id, kind, lead_id, opportunity_id, user_id, connector_id, call_session_id, \
+                       status, started_at, ended_at, duration_secs, recording_url, notes, data, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (connector_id, call_session_id) \
+                       WHERE kind IN ('inbound_call', 'outbound_call') AND call_session_id IS NOT NULL \
+                     DO UPDATE SET \
+                       opportunity_id = COALESCE(excluded.opportunity_id, activities.opportunity_id), \
+                       user_id = COALESCE(excluded.user_id, activities.user_id), \
+                       status = excluded.status, started_at = excluded.started_at, ended_at = excluded.ended_at, \
+                       duration_secs = excluded.duration_secs, \
+                       recording_url = COALESCE(excluded.recording_url, activities.recording_url), \
+                       notes = COALESCE(excluded.notes, activities.notes), \
+                       data = json_patch(activities.data, excluded.data) \
+                     RETURNING *",
+                    params![
+                        w.new_id.to_string(),
+                        w.kind.as_str(),
+                        w.lead_id.to_string(),
+                        w.opportunity_id.map(|o| o.to_string()),
+                        w.user_id.map(|u| u.to_string()),
+                        w.connector_id.to_string(),
+                        w.call_session_id,
+                        w.status,
+                        w.started_at.millis(),
+                        w.ended_at.millis(),
+                        w.duration_secs,
+                        w.recording_url,
+                        w.notes,
+                        to_json(&w.data),
+                        now.millis(),
+                    ],
+                    |r| activity_from_row(r),
+                )?
+                .ok_or(StoreError::NotFound)?;
+                let duplicate = activity.id != w.new_id;
+                let items: Vec<_> = recipients
+                    .iter()
+                    .map(|&(user, popup)| (user, "call_logged", popup, Some(payload(popup, &activity))))
+                    .collect();
+                let seqs = append_events(c, &items, now)?;
+                let events = items
+                    .into_iter()
+                    .zip(seqs)
+                    .map(|((user_id, _, _, body), seq)| UserEvent {
+                        user_id,
+                        seq,
+                        payload: body.unwrap_or_default(),
+                    })
+                    .collect();
+                Ok((activity, duplicate, events))
             })
-            .collect();
-        let seqs = append_events(&mut tx, &items, now).await?;
-        let events = items
-            .into_iter()
-            .zip(seqs)
-            .map(|((user_id, _, _, body), seq)| UserEvent {
-                user_id,
-                seq,
-                payload: body.unwrap_or_default(),
-            })
-            .collect();
-        tx.commit().await?;
-        Ok((activity, duplicate, events))
+            .await
     }
 
     async fn prune_events(&self, before: Timestamp) -> StoreResult<u64> {
-        Ok(sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM events WHERE created_at < ? AND NOT EXISTS \
-             (SELECT 1 FROM popups p WHERE p.id = events.popup_id AND p.state IN {OPEN_STATES})"
-        )))
-        .bind(before.millis())
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        self.engine
+            .write(move |c| {
+                let n = exec(
+                    c,
+                    concat!(
+                        "DELETE FROM events WHERE created_at < ? AND NOT EXISTS \
+                         (SELECT 1 FROM popups p WHERE p.id = events.popup_id AND p.state IN ",
+                        open_states!(),
+                        ")"
+                    ),
+                    [before.millis()],
+                )?;
+                Ok(n as u64)
+            })
+            .await
     }
 
     async fn insert_telephony_logs(&self, rows: &[TelephonyLogRow]) -> StoreResult<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.immediate().await?;
-        // one statement per 500 rows (11 parameters a row, under SQLite's 32766): each
-        // statement is one trip to SQLite's thread, and the write lock is held briefly
-        for chunk in rows.chunks(500) {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO telephony_logs (id, at, connector_id, endpoint, http_status, outcome, error_code, \
-                 error_message, call_session_id, latency_us, request) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.id.to_string())
-                    .push_bind(r.at.millis())
-                    .push_bind(r.connector_id.map(|c| c.to_string()))
-                    .push_bind(r.endpoint.clone())
-                    .push_bind(i64::from(r.http_status))
-                    .push_bind(r.outcome.clone())
-                    .push_bind(r.error_code.clone())
-                    .push_bind(r.error_message.clone())
-                    .push_bind(r.call_session_id.clone())
-                    .push_bind(r.latency_us)
-                    .push_bind(to_json(&r.request));
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let rows = rows.to_vec();
+        self.engine
+            .write(move |c| {
+                let mut insert = c.prepare_cached(
+                    "INSERT INTO telephony_logs (id, at, connector_id, endpoint, http_status, outcome, error_code, \
+                     error_message, call_session_id, latency_us, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )?;
+                for r in &rows {
+                    insert.execute(params![
+                        r.id.to_string(),
+                        r.at.millis(),
+                        r.connector_id.map(|c| c.to_string()),
+                        r.endpoint,
+                        i64::from(r.http_status),
+                        r.outcome,
+                        r.error_code,
+                        r.error_message,
+                        r.call_session_id,
+                        r.latency_us,
+                        to_json(&r.request),
+                    ])?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn record_click_to_call(
@@ -1674,33 +1700,41 @@ impl super::Store for SqliteStore {
         c: &ClickToCallRecord,
         window_secs: i64,
     ) -> StoreResult<Option<i64>> {
-        let mut tx = self.immediate().await?;
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(created_at) FROM click_to_calls WHERE user_id = ? AND lead_id = ? AND created_at > ?",
-        )
-        .bind(c.user_id.to_string())
-        .bind(c.lead_id.to_string())
-        .bind(c.at.plus_secs(-window_secs).millis())
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(last) = last {
-            return Ok(Some(click_to_call_wait(last, window_secs, c.at)));
-        }
-        sqlx::query(
-            "INSERT INTO click_to_calls (id, user_id, lead_id, number, opportunity_id, connector_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(ActivityId::new().to_string())
-        .bind(c.user_id.to_string())
-        .bind(c.lead_id.to_string())
-        .bind(c.number.as_str())
-        .bind(c.opportunity_id.map(|o| o.to_string()))
-        .bind(c.connector_id.to_string())
-        .bind(c.at.millis())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(None)
+        let c = c.clone();
+        self.engine
+            .write(move |conn| {
+                let last: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT MAX(created_at) FROM click_to_calls WHERE user_id = ? AND lead_id = ? AND created_at > ?",
+                    )?
+                    .query_row(
+                        params![
+                            c.user_id.to_string(),
+                            c.lead_id.to_string(),
+                            c.at.plus_secs(-window_secs).millis()
+                        ],
+                        |r| r.get(0),
+                    )?;
+                if let Some(last) = last {
+                    return Ok(Some(click_to_call_wait(last, window_secs, c.at)));
+                }
+                exec(
+                    conn,
+                    "INSERT INTO click_to_calls (id, user_id, lead_id, number, opportunity_id, connector_id, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    params![
+                        ActivityId::new().to_string(),
+                        c.user_id.to_string(),
+                        c.lead_id.to_string(),
+                        c.number.as_str(),
+                        c.opportunity_id.map(|o| o.to_string()),
+                        c.connector_id.to_string(),
+                        c.at.millis()
+                    ],
+                )?;
+                Ok(None)
+            })
+            .await
     }
 
     async fn recent_click_to_call(
@@ -1709,16 +1743,20 @@ impl super::Store for SqliteStore {
         number: &PhoneNumber,
         since: Timestamp,
     ) -> StoreResult<Option<ClickToCallRecord>> {
-        sqlx::query(
-            "SELECT * FROM click_to_calls WHERE user_id = ? AND number = ? AND created_at >= ? ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(user.to_string())
-        .bind(number.as_str())
-        .bind(since.millis())
-        .fetch_optional(&self.pool)
-        .await?
-        .map(|r| click_to_call_from_row(&r, user, number))
-        .transpose()
+        let number = number.clone();
+        self.engine
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT * FROM click_to_calls WHERE user_id = ? AND number = ? AND created_at >= ? \
+                     ORDER BY created_at DESC LIMIT 1",
+                )?;
+                let mut rows =
+                    stmt.query(params![user.to_string(), number.as_str(), since.millis()])?;
+                rows.next()?
+                    .map(|r| click_to_call_from_row(r, user, &number))
+                    .transpose()
+            })
+            .await
     }
 
     async fn connector_team_ids(&self, connector: ConnectorId) -> StoreResult<Vec<TeamId>> {

@@ -211,13 +211,13 @@ async fn two_nodes_expiring_popups_concurrently_close_each_popup_once() {
             .await;
     }
     let later = Timestamp::now().plus_secs(3600);
-    let closed = |_| json!({"reason": "expired"});
+    let closed: fn(_) -> _ = |_| json!({"reason": "expired"});
 
     // Act
     let expired = join_all(
         nodes
             .iter()
-            .map(|n| n.state.store.expire_popups(later, later, &closed)),
+            .map(|n| n.state.store.expire_popups(later, later, closed)),
     )
     .await;
 

@@ -1,0 +1,216 @@
+//! The SQLite store's engine: one thread that owns a rusqlite connection and runs
+//! whole store operations sent to it as closures.
+//!
+//! Why a thread of our own: sqlx's SQLite driver hands every statement to a worker
+//! thread and back (and returns pooled connections through a task), so an operation
+//! of five statements paid ten thread switches or more — most of the CPU of a popup
+//! on a two-core machine. Here an operation costs one hop there and one back, however
+//! many statements it runs.
+//!
+//! Group commit: the thread drains what is queued (up to [`MAX_BATCH`] jobs) and runs
+//! the writes of one batch in one transaction, each inside a savepoint (a job that
+//! fails undoes only its own statements). Every caller is answered after the COMMIT:
+//! an answer means the write is in the database, and a failed commit fails every job
+//! of the batch. Under load the WAL is appended to once per batch instead of once per
+//! write.
+//!
+//! Writers elsewhere in the process (the sqlx pool, for the rest of the store) take
+//! the same process-wide write lock, so the engine never waits in SQLite's busy
+//! handler for one of them.
+
+use super::StoreError;
+use rusqlite::Connection;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+/// The most jobs one batch (one transaction) runs.
+const MAX_BATCH: usize = 256;
+/// Jobs waiting for the thread before senders wait too.
+const QUEUE: usize = 4096;
+
+/// What a job leaves to do once its batch has committed (or failed to): answer.
+type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
+/// A job: runs on the engine's connection (or, given none, does not run and fails);
+/// says whether it succeeded (a failed write is rolled back to its savepoint) and how
+/// to answer.
+type Work = Box<dyn FnOnce(Option<&Connection>) -> (bool, Answer) + Send>;
+
+struct Job {
+    write: bool,
+    work: Work,
+}
+
+/// A handle to the engine thread; cloning shares it. The thread ends when the last
+/// handle is dropped, after the jobs already queued.
+#[derive(Clone)]
+pub(super) struct Engine {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Engine {
+    /// Opens `path` (already created and migrated) on a new thread.
+    ///
+    /// # Errors
+    /// The database cannot be opened or configured.
+    pub(super) fn open(path: &Path, write_lock: Arc<Mutex<()>>) -> anyhow::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
+        )?;
+        conn.set_prepared_statement_cache_capacity(128);
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("sqlite-engine".into())
+            .spawn(move || run(&conn, rx, &write_lock))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `f` on the engine's connection, outside any write transaction unless it
+    /// shares a batch with writes.
+    pub(super) async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.submit(false, f).await
+    }
+
+    /// Runs `f` inside a write transaction (a savepoint of the batch's); answers once
+    /// the transaction has committed. An `Err` from `f` undoes what `f` wrote.
+    pub(super) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.submit(true, f).await
+    }
+
+    async fn submit<T, E, F>(&self, write: bool, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let work: Work = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => catch_unwind(AssertUnwindSafe(|| f(conn)))
+                    .unwrap_or_else(|_| Err(unavailable("a store operation panicked").into())),
+                None => Err(unavailable("the store could not start the operation").into()),
+            };
+            let ok = result.is_ok();
+            let answer: Answer = Box::new(move |committed| {
+                let result = match committed {
+                    Ok(()) => result,
+                    Err(why) => Err(unavailable(why).into()),
+                };
+                // the caller may have gone away; what committed stays committed
+                let _ = tx.send(result);
+            });
+            (ok, answer)
+        });
+        self.jobs
+            .send(Job { write, work })
+            .await
+            .map_err(|_| unavailable("the store engine has stopped"))?;
+        rx.await
+            .unwrap_or_else(|_| Err(unavailable("the store engine dropped an operation").into()))
+    }
+}
+
+fn unavailable(why: &str) -> StoreError {
+    StoreError::Unavailable(anyhow::anyhow!("{why}"))
+}
+
+/// The engine thread: batches until every handle is gone.
+fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, write_lock: &Mutex<()>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if batch.iter().any(|j| j.write) {
+            run_writes(conn, &mut batch, write_lock);
+        } else {
+            run_reads(conn, &mut batch);
+        }
+    }
+}
+
+/// Runs a batch of reads in one read transaction (one snapshot).
+fn run_reads(conn: &Connection, batch: &mut Vec<Job>) {
+    let began = conn.execute_batch("BEGIN").is_ok();
+    let answers: Vec<Answer> = batch
+        .drain(..)
+        .map(|job| (job.work)(Some(conn)).1)
+        .collect();
+    if began {
+        let _ = conn.execute_batch("COMMIT");
+    }
+    for answer in answers {
+        answer(Ok(()));
+    }
+}
+
+/// Fails every job of `batch` without running it.
+fn refuse(batch: &mut Vec<Job>, why: &str) {
+    for job in batch.drain(..) {
+        let (_, answer) = (job.work)(None);
+        answer(Err(why));
+    }
+}
+
+/// Runs a batch holding writes in one transaction; answers every job after it ends.
+fn run_writes(conn: &Connection, batch: &mut Vec<Job>, write_lock: &Mutex<()>) {
+    let _lock = write_lock.blocking_lock();
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::warn!(error = %e, "the store could not begin a write transaction");
+        refuse(batch, "the store could not begin a write transaction");
+        return;
+    }
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        if !job.write {
+            answers.push((job.work)(Some(conn)).1);
+            continue;
+        }
+        if conn.execute_batch("SAVEPOINT job").is_err() {
+            // not run: fails with the batch's answer or on its own
+            answers.push((job.work)(None).1);
+            continue;
+        }
+        let (ok, answer) = (job.work)(Some(conn));
+        let end = if ok {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::warn!(error = %e, "the store could not end a savepoint");
+        }
+        answers.push(answer);
+    }
+    let committed = match conn.execute_batch("COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %e, "the store could not commit a batch of writes");
+            let _ = conn.execute_batch("ROLLBACK");
+            Err("the store could not commit the write")
+        }
+    };
+    drop(_lock);
+    for answer in answers {
+        answer(committed);
+    }
+}
