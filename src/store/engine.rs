@@ -63,6 +63,13 @@ impl Engine {
              PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
         )?;
         conn.set_prepared_statement_cache_capacity(128);
+        // Query planner stability: without it, SQLite re-plans a statement each time a
+        // parameter its plan looked at is bound anew (every `LIMIT ?`), which cost a
+        // quarter of this thread's time on the popup path.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         let (jobs, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-engine".into())
@@ -148,15 +155,20 @@ fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, write_lock: &Mutex<()>) {
     }
 }
 
+/// Runs a transaction-control statement (prepared once, kept on the connection).
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Runs a batch of reads in one read transaction (one snapshot).
 fn run_reads(conn: &Connection, batch: &mut Vec<Job>) {
-    let began = conn.execute_batch("BEGIN").is_ok();
+    let began = control(conn, "BEGIN").is_ok();
     let answers: Vec<Answer> = batch
         .drain(..)
         .map(|job| (job.work)(Some(conn)).1)
         .collect();
     if began {
-        let _ = conn.execute_batch("COMMIT");
+        let _ = control(conn, "COMMIT");
     }
     for answer in answers {
         answer(Ok(()));
@@ -174,7 +186,7 @@ fn refuse(batch: &mut Vec<Job>, why: &str) {
 /// Runs a batch holding writes in one transaction; answers every job after it ends.
 fn run_writes(conn: &Connection, batch: &mut Vec<Job>, write_lock: &Mutex<()>) {
     let _lock = write_lock.blocking_lock();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         tracing::warn!(error = %e, "the store could not begin a write transaction");
         refuse(batch, "the store could not begin a write transaction");
         return;
@@ -185,27 +197,27 @@ fn run_writes(conn: &Connection, batch: &mut Vec<Job>, write_lock: &Mutex<()>) {
             answers.push((job.work)(Some(conn)).1);
             continue;
         }
-        if conn.execute_batch("SAVEPOINT job").is_err() {
+        if control(conn, "SAVEPOINT job").is_err() {
             // not run: fails with the batch's answer or on its own
             answers.push((job.work)(None).1);
             continue;
         }
         let (ok, answer) = (job.work)(Some(conn));
         let end = if ok {
-            "RELEASE job"
+            control(conn, "RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            control(conn, "ROLLBACK TO job").and_then(|()| control(conn, "RELEASE job"))
         };
-        if let Err(e) = conn.execute_batch(end) {
+        if let Err(e) = end {
             tracing::warn!(error = %e, "the store could not end a savepoint");
         }
         answers.push(answer);
     }
-    let committed = match conn.execute_batch("COMMIT") {
+    let committed = match control(conn, "COMMIT") {
         Ok(()) => Ok(()),
         Err(e) => {
             tracing::warn!(error = %e, "the store could not commit a batch of writes");
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = control(conn, "ROLLBACK");
             Err("the store could not commit the write")
         }
     };
