@@ -5,7 +5,7 @@
 use crate::domain::call::{CallEvent, CallParty};
 use crate::domain::connector::Connector;
 use crate::domain::ids::{LeadId, PopupId, UserId};
-use crate::domain::lead::{Lead, LeadField};
+use crate::domain::lead::{Activity, Lead, LeadField};
 use crate::domain::phone::AgentNumber;
 use crate::domain::template::{Escape, Placeholder, Template};
 use crate::domain::time::Timestamp;
@@ -185,7 +185,12 @@ pub async fn show(
             message: "Agent popup disabled",
         });
     }
-    let agent = resolve_agent(state, connector, &e).await?;
+    // independent lookups go to the store together (one trip on the embedded store)
+    let (agent, tag) = tokio::join!(
+        resolve_agent(state, connector, &e),
+        tag_of(state, connector, &e.party)
+    );
+    let agent = agent?;
     if let Some(o) = e.opportunity_id
         && state.store.get_opportunity(o).await?.is_none()
     {
@@ -193,7 +198,7 @@ pub async fn show(
     }
     let party =
         crate::service::click_to_call::link_outbound(state, Some(agent.id), &e.party).await?;
-    let tag = tag_of(state, connector, &party).await?;
+    let tag = tag?;
     let (lead, candidates, created) =
         resolve_lead(state, connector, &party, Some(agent.id), tag.as_deref()).await?;
     let call = PopupCall {
@@ -212,10 +217,19 @@ pub async fn show(
     };
     // a local socket answers at once; otherwise presence on other nodes decides
     let online = state.hub.user_count(agent.id) > 0 || state.bus.sockets_of(agent.id).await > 0;
-    let (record, outcome) = state
-        .store
-        .upsert_popup(PopupId::new(), &call, online)
-        .await?;
+    // the lead's recent calls are read beside the popup's write (a new lead has none)
+    let recent = async {
+        if created {
+            Ok(Vec::new())
+        } else {
+            state.store.recent_calls(lead.id, RECENT_CALLS).await
+        }
+    };
+    let (written, recent) = tokio::join!(
+        state.store.upsert_popup(PopupId::new(), &call, online),
+        recent
+    );
+    let (record, outcome) = written?;
     let result = match outcome {
         PopupOutcome::Created => "created",
         PopupOutcome::Updated => "updated",
@@ -242,7 +256,7 @@ pub async fn show(
         agent: &agent,
         lead: Some(lead),
         candidates: Some(candidates),
-        lead_just_created: created && outcome == PopupOutcome::Created,
+        recent: Some(recent?),
     };
     let body = popup_json(state, view).await?;
     let delivered = state
@@ -285,8 +299,9 @@ pub struct PopupView<'a> {
     pub lead: Option<Lead>,
     /// Its candidates, when already loaded.
     pub candidates: Option<Vec<Lead>>,
-    /// The lead was created by this very request: it has no calls yet to read.
-    pub lead_just_created: bool,
+    /// The lead's recent calls, when already loaded (none for a lead created by this
+    /// very request).
+    pub recent: Option<Vec<Activity>>,
 }
 
 fn lead_json(lead: &Lead, owners: &BTreeMap<UserId, String>) -> Value {
@@ -329,9 +344,10 @@ pub async fn popup_json(state: &AppState, view: PopupView<'_>) -> Result<Value, 
     } else {
         state.store.user_names(&owner_ids).await?
     };
-    let recent = match &lead {
-        Some(l) if !view.lead_just_created => state.store.recent_calls(l.id, RECENT_CALLS).await?,
-        _ => Vec::new(),
+    let recent = match (view.recent, &lead) {
+        (Some(recent), _) => recent,
+        (None, Some(l)) => state.store.recent_calls(l.id, RECENT_CALLS).await?,
+        (None, None) => Vec::new(),
     };
     let panel_url = view
         .connector
@@ -475,7 +491,7 @@ impl<'a> FrameBuilder<'a> {
             agent: self.user,
             lead: None,
             candidates: None,
-            lead_just_created: false,
+            recent: None,
         };
         let body = popup_json(self.state, view).await?;
         Ok(Some(protocol::event(kind, seq, &json!({ "popup": body }))))
