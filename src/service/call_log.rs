@@ -79,7 +79,19 @@ pub async fn log(
     connector: &Connector,
     log: CallLog,
 ) -> Result<CallLogAnswer, PopupError> {
-    let agent = agent_of(state, connector, &log).await?;
+    // independent lookups go to the store together (one trip on the embedded store)
+    let popups = async {
+        match &log.call_session_id {
+            Some(s) => state.store.popups_for_session(connector.id, s).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    let (agent, popups, tag) = tokio::join!(
+        agent_of(state, connector, &log),
+        popups,
+        tag_of(state, connector, &log.party)
+    );
+    let (agent, popups) = (agent?, popups?);
     let mut log = log;
     log.party = crate::service::click_to_call::link_outbound(
         state,
@@ -92,10 +104,6 @@ pub async fn log(
     {
         return Err(PopupError::OpportunityNotFound);
     }
-    let popups = match &log.call_session_id {
-        Some(s) => state.store.popups_for_session(connector.id, s).await?,
-        None => Vec::new(),
-    };
     // the agent's own popup for the call, else the latest one
     let popup = agent
         .as_ref()
@@ -104,7 +112,7 @@ pub async fn log(
     let (lead_id, lead_created) = match (log.lead_id, popup) {
         (None, Some(p)) => (p.call.lead_id, false),
         _ => {
-            let tag = tag_of(state, connector, &log.party).await?;
+            let tag = tag?;
             let (lead, _, created) = resolve_lead(
                 state,
                 connector,
