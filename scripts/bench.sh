@@ -7,13 +7,15 @@
 #   popup-rtt --count 1000
 #   popup-rtt --count 2000 --concurrency 4
 #   call-log --count 5000 --concurrency 1
-#   call-log --duration-secs 20 --concurrency 4   (sustained)
+#   call-log --duration-secs 20 --concurrency C for C in BENCH_CALL_LOG_SENDERS
+#                                                (sustained; default "4 32")
 #   popup-rate --sockets 1000 --rate 1000 --secs 10       (the latency goal)
 #   popup-rate --sockets 1000 --rate R for R in BENCH_RATES (the throughput sweep)
 #   idle-sockets --sockets BENCH_IDLE_SOCKETS (default 15000)
 # prints the machine and the results, then stops the gateway with SIGTERM.
 #
-# Environment: BENCH_RATES (default "2000 5000 10000"), BENCH_IDLE_SOCKETS (default
+# Environment: BENCH_RATES (default "2000 5000 10000"), BENCH_CALL_LOG_SENDERS (default
+# "4 32"), BENCH_IDLE_SOCKETS (default
 # 15000), BENCH_ONLY (modes to run, e.g. "popup-rate idle-sockets"; default all),
 # BENCH_GATEWAY_TARGET_DIR (default /tmp/bench-target) and
 # BENCH_LOADGEN_TARGET_DIR (default /tmp/loadgen-target) choose the cargo target dirs.
@@ -113,7 +115,9 @@ run() {
 run popup-rtt --count 1000 --warmup 50 --leads 100
 run popup-rtt --count 2000 --concurrency 4 --warmup 50 --leads 100
 run call-log --count 5000 --concurrency 1 --leads 100
-run call-log --duration-secs 20 --concurrency 4 --leads 100
+for senders in ${BENCH_CALL_LOG_SENDERS:-4 32}; do
+    run call-log --duration-secs 20 --concurrency "$senders" --leads 100
+done
 run popup-rate --sockets 1000 --rate 1000 --secs 10 --gateway-pid "$GW_PID"
 for rate in ${BENCH_RATES:-2000 5000 10000}; do
     run popup-rate --sockets 1000 --rate "$rate" --secs 5 --gateway-pid "$GW_PID"

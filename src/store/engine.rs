@@ -14,6 +14,15 @@
 //! of the batch. Under load the WAL is appended to once per batch instead of once per
 //! write.
 //!
+//! Checkpoints: SQLite's automatic checkpoint is off (it would run inside a commit,
+//! with an fsync, holding up every writer behind it). A checkpointer thread with a
+//! connection of its own copies the WAL into the database four times a second without
+//! stopping the writers; and because the WAL only starts over once a checkpoint has
+//! copied all of it — never, under steady writes, as frames keep arriving during the
+//! copy — it then takes the write lock for a moment and copies the few frames that came
+//! in meanwhile, so the next write restarts the WAL from its beginning (without this
+//! the WAL grew by gigabytes under load).
+//!
 //! Writers elsewhere in the process (the sqlx pool, for the rest of the store) take
 //! the same process-wide write lock, so the engine never waits in SQLite's busy
 //! handler for one of them.
@@ -43,11 +52,20 @@ struct Job {
     work: Work,
 }
 
+/// How often the checkpointer runs.
+/// (Often: the more frames a checkpoint leaves, the longer the writers wait for it.)
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL frames (pages) beyond which the checkpointer stops the writers to finish a
+/// checkpoint that writes kept from completing (4,096 frames: 16 MiB of 4 KiB pages).
+const RESTART_FRAMES: i64 = 4096;
+
 /// A handle to the engine thread; cloning shares it. The thread ends when the last
-/// handle is dropped, after the jobs already queued.
+/// handle is dropped, after the jobs already queued; so does the checkpointer.
 #[derive(Clone)]
 pub(super) struct Engine {
     jobs: mpsc::Sender<Job>,
+    /// Dropped with the last handle: stops the checkpointer.
+    _checkpointer: std::sync::mpsc::SyncSender<()>,
 }
 
 impl Engine {
@@ -60,7 +78,8 @@ impl Engine {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
+             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA journal_size_limit = 67108864;",
         )?;
         conn.set_prepared_statement_cache_capacity(128);
         // Query planner stability: without it, SQLite re-plans a statement each time a
@@ -70,11 +89,21 @@ impl Engine {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
             true,
         )?;
+        let checkpoints = Connection::open(path)?;
+        checkpoints.busy_timeout(Duration::from_secs(5))?;
+        let (stop, stopped) = std::sync::mpsc::sync_channel(0);
+        let lock = write_lock.clone();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || run_checkpoints(&checkpoints, &stopped, &lock))?;
         let (jobs, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-engine".into())
             .spawn(move || run(&conn, rx, &write_lock))?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            _checkpointer: stop,
+        })
     }
 
     /// Runs `f` on the engine's connection, outside any write transaction unless it
@@ -134,6 +163,37 @@ impl Engine {
 
 fn unavailable(why: &str) -> StoreError {
     StoreError::Unavailable(anyhow::anyhow!("{why}"))
+}
+
+/// One PASSIVE checkpoint: copies what it can without waiting for anyone; returns
+/// the frames in the WAL.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+}
+
+/// The checkpointer thread: every [`CHECKPOINT_EVERY`] until `stopped` disconnects.
+fn run_checkpoints(
+    conn: &Connection,
+    stopped: &std::sync::mpsc::Receiver<()>,
+    write_lock: &Mutex<()>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+        let frames = match checkpoint(conn) {
+            Ok(frames) => frames,
+            Err(e) => {
+                tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
+                continue;
+            }
+        };
+        if frames > RESTART_FRAMES {
+            // the writers wait while the last frames are copied (a millisecond or two)
+            let _lock = write_lock.blocking_lock();
+            if let Err(e) = checkpoint(conn) {
+                tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
+            }
+        }
+    }
 }
 
 /// The engine thread: batches until every handle is gone.

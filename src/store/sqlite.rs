@@ -60,30 +60,6 @@ pub struct SqliteStore {
     engine: Engine,
     /// Connectors by access key (cleared after every connector write).
     connectors: super::cache::ConnectorCache,
-    /// Stops the checkpointing task when the store is dropped.
-    _checkpoints: tokio_util::sync::DropGuard,
-}
-
-/// How often the WAL is checkpointed (see [`SqliteStore::open`]).
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] (PASSIVE: it never
-/// waits for readers or writers) until `stop`.
-async fn run_checkpoints(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = sqlx::raw_sql("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
-        }
-    }
 }
 
 /// A write transaction that holds the process-wide write lock until it ends.
@@ -476,14 +452,11 @@ impl SqliteStore {
         let write_lock = Arc::new(Mutex::new(()));
         let engine = Engine::open(Path::new(path), write_lock.clone())
             .with_context(|| format!("opening SQLite database {path}"))?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(run_checkpoints(pool.clone(), stop.clone()));
         Ok(Self {
             pool,
             engine,
             write_lock,
             connectors: super::cache::ConnectorCache::default(),
-            _checkpoints: stop.drop_guard(),
         })
     }
 
