@@ -125,7 +125,7 @@ pub async fn log(
         }
     };
     let write = CallActivityWrite {
-        new_id: ActivityId::new(),
+        new_id: ActivityId::time_ordered(),
         kind: match log.direction {
             Direction::Inbound => ActivityKind::InboundCall,
             Direction::Outbound => ActivityKind::OutboundCall,

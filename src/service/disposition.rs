@@ -74,7 +74,7 @@ pub async fn dispose(
         &popup.call.candidate_ids,
         country,
     )?;
-    let activity_id = ActivityId::new();
+    let activity_id = ActivityId::time_ordered();
     let outbox = match connector.as_ref() {
         Some(c) => forward_item(state, c, user, &popup, &disposition).await?,
         None => None,

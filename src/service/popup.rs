@@ -226,7 +226,7 @@ pub async fn show(
         }
     };
     let (written, recent) = tokio::join!(
-        state.store.upsert_popup(PopupId::new(), &call, online),
+        state.store.upsert_popup(PopupId::time_ordered(), &call, online),
         recent
     );
     let (record, outcome) = written?;

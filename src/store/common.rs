@@ -709,7 +709,7 @@ pub(super) fn disposition_activities(d: &DispositionWrite, lead: LeadId) -> Vec<
     }];
     if let Some(t) = &disp.task {
         out.push(NewActivity {
-            id: ActivityId::new(),
+            id: ActivityId::time_ordered(),
             kind: ActivityKind::Task,
             lead_id: lead,
             d,
@@ -720,7 +720,7 @@ pub(super) fn disposition_activities(d: &DispositionWrite, lead: LeadId) -> Vec<
     }
     if let Some(a) = &disp.activity {
         out.push(NewActivity {
-            id: ActivityId::new(),
+            id: ActivityId::time_ordered(),
             kind: ActivityKind::Custom,
             lead_id: lead,
             d,
