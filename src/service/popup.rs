@@ -226,7 +226,9 @@ pub async fn show(
         }
     };
     let (written, recent) = tokio::join!(
-        state.store.upsert_popup(PopupId::time_ordered(), &call, online),
+        state
+            .store
+            .upsert_popup(PopupId::time_ordered(), &call, online),
         recent
     );
     let (record, outcome) = written?;
