@@ -8,7 +8,7 @@ use crate::domain::ids::{ActivityId, LeadId, PopupId, UserId};
 use crate::domain::lead::{Activity, ActivityKind};
 use crate::domain::user::User;
 use crate::hub::protocol;
-use crate::service::popup::{PopupError, resolve_lead, tag_of};
+use crate::service::popup::{PopupError, known_leads, resolve_lead, tag_of};
 use crate::state::AppState;
 use crate::store::{CallActivityWrite, PopupRecord, UserKey};
 use serde_json::{Value, json};
@@ -86,19 +86,27 @@ pub async fn log(
             None => Ok(Vec::new()),
         }
     };
-    let (agent, popups, tag) = tokio::join!(
+    let (agent, popups, tag, known) = tokio::join!(
         agent_of(state, connector, &log),
         popups,
-        tag_of(state, connector, &log.party)
+        tag_of(state, connector, &log.party),
+        known_leads(state, &log.party)
     );
     let (agent, popups) = (agent?, popups?);
     let mut log = log;
-    log.party = crate::service::click_to_call::link_outbound(
+    let linked = crate::service::click_to_call::link_outbound(
         state,
         agent.as_ref().map(|a| a.id),
         &log.party,
     )
     .await?;
+    // an outbound call linked to a click-to-call names another lead than was read
+    let known = if linked.lead_id == log.party.lead_id {
+        known
+    } else {
+        Ok(Vec::new())
+    };
+    log.party = linked;
     if let Some(o) = log.opportunity_id
         && state.store.get_opportunity(o).await?.is_none()
     {
@@ -119,6 +127,7 @@ pub async fn log(
                 &log.party,
                 agent.as_ref().map(|a| a.id),
                 tag.as_deref(),
+                known?,
             )
             .await?;
             (lead.id, created)

@@ -120,9 +120,28 @@ pub async fn tag_of(
     Ok(vn.and_then(|v| v.tag).or_else(|| e.tag.clone()))
 }
 
+/// The leads a call's party resolves to without writing anything: the lead its
+/// `LeadId` names, else the leads holding its number (most recently updated first).
+/// Empty when there are none. It is read beside a request's other lookups, so a known
+/// caller costs no store trip of its own; [`resolve_lead`] then writes only for an
+/// unknown one.
+///
+/// # Errors
+/// Store failures.
+pub async fn known_leads(state: &AppState, e: &CallParty) -> Result<Vec<Lead>, StoreError> {
+    if let Some(id) = e.lead_id {
+        return Ok(state.store.get_lead(id).await?.into_iter().collect());
+    }
+    match &e.lead_number {
+        Some(n) => state.store.leads_by_number(n, MAX_CANDIDATES + 1).await,
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Resolves the lead of a call: `LeadId`, else every lead holding the number (the most
 /// recently updated first, the others as candidates), else a new lead. Shared by popups
-/// and call logs. Returns the lead, the candidates and whether it was created.
+/// and call logs. `known` is what [`known_leads`] read for this very party, when it
+/// was read (else empty). Returns the lead, the candidates and whether it was created.
 ///
 /// # Errors
 /// [`PopupError::LeadNotFound`] for an unknown `LeadId`; store failures.
@@ -132,7 +151,12 @@ pub async fn resolve_lead(
     e: &CallParty,
     owner: Option<UserId>,
     tag: Option<&str>,
+    mut known: Vec<Lead>,
 ) -> Result<(Lead, Vec<Lead>, bool), PopupError> {
+    if !known.is_empty() {
+        let first = known.remove(0);
+        return Ok((first, known, false));
+    }
     if let Some(id) = e.lead_id {
         let lead = state
             .store
@@ -186,9 +210,10 @@ pub async fn show(
         });
     }
     // independent lookups go to the store together (one trip on the embedded store)
-    let (agent, tag) = tokio::join!(
+    let (agent, tag, known) = tokio::join!(
         resolve_agent(state, connector, &e),
-        tag_of(state, connector, &e.party)
+        tag_of(state, connector, &e.party),
+        known_leads(state, &e.party)
     );
     let agent = agent?;
     if let Some(o) = e.opportunity_id
@@ -199,8 +224,21 @@ pub async fn show(
     let party =
         crate::service::click_to_call::link_outbound(state, Some(agent.id), &e.party).await?;
     let tag = tag?;
-    let (lead, candidates, created) =
-        resolve_lead(state, connector, &party, Some(agent.id), tag.as_deref()).await?;
+    // an outbound call linked to a click-to-call names another lead than was read
+    let known = if party.lead_id == e.party.lead_id {
+        known?
+    } else {
+        Vec::new()
+    };
+    let (lead, candidates, created) = resolve_lead(
+        state,
+        connector,
+        &party,
+        Some(agent.id),
+        tag.as_deref(),
+        known,
+    )
+    .await?;
     let call = PopupCall {
         connector_id: connector.id,
         call_session_id: e.call_session_id.clone(),

@@ -265,12 +265,15 @@ async fn a_json_body_with_a_placeholder_outside_a_string_is_refused_when_saved()
     );
 }
 
-#[tokio::test]
-async fn a_later_outbound_popup_to_the_clicked_number_takes_the_clicked_lead() {
+/// An agent clicked to call `lead`'s number, which a newer lead shares (without the
+/// click the newer one would win). Returns the app, the connector's keys, the clicked
+/// lead and the newer one.
+async fn clicked_with_a_newer_lead() -> (TestApp, crate::helpers::TestConnector, String, String) {
     let provider = FakeProvider::start(vec![(200, "ok")]).await;
     let (app, _, token, lead, _) =
         setup(json!({"url": provider.url("/call"), "method": "GET"})).await;
-    // a newer lead shares the number: without the click it would win
+    // a later millisecond, so that the newer lead sorts first among the number's leads
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     let newer = app
         .create_lead(json!({"first_name": "Newer", "phone": "8611795988"}))
         .await;
@@ -300,9 +303,32 @@ async fn a_later_outbound_popup_to_the_clicked_number_takes_the_clicked_lead() {
         access_key: c["access_key"].as_str().unwrap().to_owned(),
         secret_key: c["secret_key"].as_str().unwrap().to_owned(),
     };
+    (app, keys, lead, newer)
+}
+
+#[tokio::test]
+async fn a_later_outbound_popup_to_the_clicked_number_takes_the_clicked_lead() {
+    let (app, keys, lead, newer) = clicked_with_a_newer_lead().await;
 
     let (status, out) = app
         .post_popup(&keys, r#"{"SourceNumber":"+919845012345","DestinationNumber":"8611795988","Direction":"Outbound","CallSessionId":"out-1"}"#)
+        .await;
+
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["Message"]["LeadId"], lead.as_str());
+    assert_ne!(out["Message"]["LeadId"], newer.as_str());
+}
+
+#[tokio::test]
+async fn a_later_outbound_call_log_to_the_clicked_number_goes_on_the_clicked_lead() {
+    let (app, keys, lead, newer) = clicked_with_a_newer_lead().await;
+
+    let (status, out) = app
+        .post_call_log(
+            &keys,
+            r#"{"SourceNumber":"+919845012345","DestinationNumber":"8611795988","DisplayNumber":"+918069000000","Direction":"Outbound","CallSessionId":"out-log-1","StartTime":"2026-12-06 10:00:00","EndTime":"2026-12-06 10:01:00","CallDuration":60,"Status":"Answered"}"#,
+            "application/json",
+        )
         .await;
 
     assert_eq!(status, 200, "{out}");
