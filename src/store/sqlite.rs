@@ -32,7 +32,7 @@ use crate::domain::phone::PhoneNumber;
 use crate::domain::time::Timestamp;
 use crate::domain::user::{Team, User};
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -125,7 +125,7 @@ fn rows<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-    map: fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+    mut map: impl FnMut(&rusqlite::Row<'_>) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params)?;
@@ -141,11 +141,22 @@ fn row<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-    map: fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+    map: impl FnOnce(&rusqlite::Row<'_>) -> StoreResult<T>,
 ) -> StoreResult<Option<T>> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params)?;
     rows.next()?.map(map).transpose()
+}
+
+/// Gives `user` the next `seq` of their events (inside a write transaction).
+fn next_seq(conn: &Connection, user: &str) -> StoreResult<i64> {
+    row(
+        conn,
+        "UPDATE users SET seq = seq + 1 WHERE id = ? RETURNING seq",
+        [user],
+        |r| Ok(r.get(0)?),
+    )?
+    .ok_or(StoreError::NotFound)
 }
 
 /// Runs `sql` (cached); returns the number of rows it changed.
@@ -167,18 +178,13 @@ fn append_events(
     items: &[(UserId, &str, Option<PopupId>, Option<serde_json::Value>)],
     now: Timestamp,
 ) -> StoreResult<Vec<i64>> {
-    let mut next =
-        conn.prepare_cached("UPDATE users SET seq = seq + 1 WHERE id = ? RETURNING seq")?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
     )?;
     let mut seqs = Vec::with_capacity(items.len());
     for (user, kind, popup, payload) in items {
         let user = user.to_string();
-        let seq: i64 = next
-            .query_row([&user], |r| r.get(0))
-            .optional()?
-            .ok_or(StoreError::NotFound)?;
+        let seq = next_seq(conn, &user)?;
         insert.execute(params![
             user,
             seq,
@@ -951,11 +957,9 @@ impl super::Store for SqliteStore {
         let connector = connector.to_string();
         self.engine
             .read(move |c| {
-                let mut stmt = c.prepare_cached(sql)?;
-                let mut rows = stmt.query(params![key, connector])?;
-                rows.next()?
-                    .map(|r| Ok((user_from_row(r)?, r.col::<bool>("sees")?)))
-                    .transpose()
+                row(c, sql, params![key, connector], |r| {
+                    Ok((user_from_row(r)?, r.col::<bool>("sees")?))
+                })
             })
             .await
     }
@@ -997,14 +1001,11 @@ impl super::Store for SqliteStore {
                     "SELECT id, name FROM users WHERE id IN ({})",
                     placeholders(ids.len())
                 );
-                let mut stmt = c.prepare_cached(&sql)?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(&ids))?;
-                let mut out = BTreeMap::new();
-                while let Some(r) = rows.next()? {
+                let names = rows(c, &sql, rusqlite::params_from_iter(&ids), |r| {
                     let id: String = r.get(0)?;
-                    out.insert(parse_id(&id, "users.id", UserId::parse)?, r.get(1)?);
-                }
-                Ok(out)
+                    Ok((parse_id(&id, "users.id", UserId::parse)?, r.get(1)?))
+                })?;
+                Ok(names.into_iter().collect())
             })
             .await
     }
@@ -1063,13 +1064,12 @@ impl super::Store for SqliteStore {
                     placeholders(ids.len())
                 );
                 let keys: Vec<String> = ids.iter().map(ToString::to_string).collect();
-                let mut stmt = c.prepare_cached(&sql)?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(&keys))?;
-                let mut found = BTreeMap::new();
-                while let Some(r) = rows.next()? {
-                    let lead = lead_from_row(r)?;
-                    found.insert(lead.id, lead);
-                }
+                let mut found: BTreeMap<LeadId, Lead> =
+                    rows(c, &sql, rusqlite::params_from_iter(&keys), |r| {
+                        lead_from_row(r).map(|l| (l.id, l))
+                    })?
+                    .into_iter()
+                    .collect();
                 Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
             })
             .await
@@ -1285,11 +1285,7 @@ impl super::Store for SqliteStore {
                 )? {
                     return Ok((closed, PopupOutcome::Closed));
                 }
-                let seq: i64 = conn
-                    .prepare_cached("UPDATE users SET seq = seq + 1 WHERE id = ? RETURNING seq")?
-                    .query_row([&user], |r| r.get(0))
-                    .optional()?
-                    .ok_or(StoreError::NotFound)?;
+                let seq = next_seq(conn, &user)?;
                 let record = row(
                     conn,
                     "INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
@@ -1719,15 +1715,13 @@ impl super::Store for SqliteStore {
         let number = number.clone();
         self.engine
             .read(move |c| {
-                let mut stmt = c.prepare_cached(
+                row(
+                    c,
                     "SELECT * FROM click_to_calls WHERE user_id = ? AND number = ? AND created_at >= ? \
                      ORDER BY created_at DESC LIMIT 1",
-                )?;
-                let mut rows =
-                    stmt.query(params![user.to_string(), number.as_str(), since.millis()])?;
-                rows.next()?
-                    .map(|r| click_to_call_from_row(r, user, &number))
-                    .transpose()
+                    params![user.to_string(), number.as_str(), since.millis()],
+                    |r| click_to_call_from_row(r, user, &number),
+                )
             })
             .await
     }
