@@ -391,27 +391,42 @@ mod tests {
             .expect("read")
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_job_undoes_its_own_writes_and_no_other_in_its_batch() {
-        let (_dir, _path, engine, lock) = open();
-        // While the test holds the write lock, the engine waits with the first job's
-        // batch; the next three queue up and run together as one batch afterwards.
+    /// Runs `inserts` (value, whether it fails) as one batch: while the test holds
+    /// the write lock, the engine waits with a first job's batch (inserting 1); the
+    /// others queue up meanwhile and run together as one batch afterwards. Returns
+    /// each insert's answer (`None` for one that failed).
+    async fn one_batch(
+        engine: &Engine,
+        lock: &Mutex<()>,
+        inserts: &[(i64, bool)],
+    ) -> Vec<Option<i64>> {
         let guard = lock.lock().await;
-        let first = tokio::spawn(insert(&engine, 1, false));
+        let first = tokio::spawn(insert(engine, 1, false));
         tokio::task::yield_now().await;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let batch = [
-            tokio::spawn(insert(&engine, 2, false)),
-            tokio::spawn(insert(&engine, 3, true)),
-            tokio::spawn(insert(&engine, 4, false)),
-        ];
+        let batch: Vec<_> = inserts
+            .iter()
+            .map(|&(x, fail)| tokio::spawn(insert(engine, x, fail)))
+            .collect();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         drop(guard);
         assert_eq!(first.await.expect("join").expect("stored"), 1);
-        let [a, b, c] = batch;
-        assert_eq!(a.await.expect("join").expect("stored"), 2);
-        assert!(matches!(b.await.expect("join"), Err(StoreError::NotFound)));
-        assert_eq!(c.await.expect("join").expect("stored"), 4);
+        let mut answers = Vec::with_capacity(batch.len());
+        for job in batch {
+            answers.push(match job.await.expect("join") {
+                Ok(x) => Some(x),
+                Err(StoreError::NotFound) => None,
+                Err(e) => panic!("an unexpected error: {e}"),
+            });
+        }
+        answers
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_job_undoes_its_own_writes_and_no_other_in_its_batch() {
+        let (_dir, _path, engine, lock) = open();
+        let answers = one_batch(&engine, &lock, &[(2, false), (3, true), (4, false)]).await;
+        assert_eq!(answers, vec![Some(2), None, Some(4)]);
         assert_eq!(values(&engine).await, vec![1, 2, 4]);
     }
 
@@ -420,24 +435,9 @@ mod tests {
         let (_dir, _path, engine, lock) = open();
         // the first write of a transaction runs without a savepoint: its failure
         // rolls the transaction back, and the batch goes on in a new one
-        let guard = lock.lock().await;
-        let first = tokio::spawn(insert(&engine, 1, false));
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let batch = [
-            tokio::spawn(insert(&engine, 2, true)),
-            tokio::spawn(insert(&engine, 3, false)),
-            tokio::spawn(insert(&engine, 4, true)),
-            tokio::spawn(insert(&engine, 5, false)),
-        ];
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        drop(guard);
-        assert_eq!(first.await.expect("join").expect("stored"), 1);
-        let [a, b, c, d] = batch;
-        assert!(matches!(a.await.expect("join"), Err(StoreError::NotFound)));
-        assert_eq!(b.await.expect("join").expect("stored"), 3);
-        assert!(matches!(c.await.expect("join"), Err(StoreError::NotFound)));
-        assert_eq!(d.await.expect("join").expect("stored"), 5);
+        let inserts = [(2, true), (3, false), (4, true), (5, false)];
+        let answers = one_batch(&engine, &lock, &inserts).await;
+        assert_eq!(answers, vec![None, Some(3), None, Some(5)]);
         assert_eq!(values(&engine).await, vec![1, 3, 5]);
     }
 
