@@ -394,6 +394,18 @@ fn insert_activity(conn: &Connection, a: NewActivity<'_>, now: Timestamp) -> Sto
 }
 
 impl SqliteStore {
+    /// Writes lead `id` (creating it, or updating it when `create` is false) and reads
+    /// it back, in one engine job.
+    async fn put_lead(&self, id: LeadId, l: &LeadWrite, create: bool) -> StoreResult<Lead> {
+        let l = l.clone();
+        self.engine
+            .write(move |c| {
+                write_lead(c, id, &l, Timestamp::now(), create)?;
+                fetch_lead(c, id)?.ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
     /// Opens (creating the directory and file) and migrates the database at `url`
     /// (`sqlite://<path>`, relative to the working directory, or `sqlite:///abs/path`).
     ///
@@ -1011,13 +1023,7 @@ impl super::Store for SqliteStore {
     }
 
     async fn create_lead(&self, id: LeadId, l: &LeadWrite) -> StoreResult<Lead> {
-        let l = l.clone();
-        self.engine
-            .write(move |c| {
-                write_lead(c, id, &l, Timestamp::now(), true)?;
-                fetch_lead(c, id)?.ok_or(StoreError::NotFound)
-            })
-            .await
+        self.put_lead(id, l, true).await
     }
 
     async fn list_leads(&self, filter: &LeadFilter, page: &PageRequest) -> StoreResult<Page<Lead>> {
@@ -1076,13 +1082,7 @@ impl super::Store for SqliteStore {
     }
 
     async fn update_lead(&self, id: LeadId, l: &LeadWrite) -> StoreResult<Lead> {
-        let l = l.clone();
-        self.engine
-            .write(move |c| {
-                write_lead(c, id, &l, Timestamp::now(), false)?;
-                fetch_lead(c, id)?.ok_or(StoreError::NotFound)
-            })
-            .await
+        self.put_lead(id, l, false).await
     }
 
     async fn delete_lead(&self, id: LeadId) -> StoreResult<()> {
