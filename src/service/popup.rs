@@ -2,7 +2,7 @@
 //! connector + call session + agent), push it to every socket of the agent, replay
 //! what a reconnecting socket missed, and expire popups nobody closed.
 
-use crate::domain::call::{CallEvent, CallParty};
+use crate::domain::call::{CallEvent, CallParty, Direction};
 use crate::domain::connector::Connector;
 use crate::domain::ids::{LeadId, PopupId, UserId};
 use crate::domain::lead::{Activity, Lead, LeadField};
@@ -14,7 +14,8 @@ use crate::hub::bus::BusSignal;
 use crate::hub::protocol;
 use crate::state::AppState;
 use crate::store::{
-    LeadWrite, PopupCall, PopupOutcome, PopupRecord, PopupState, StoreError, UserKey,
+    LeadWrite, Online, PopupCall, PopupOutcome, PopupRecord, PopupState, QuickKey, QuickPopup,
+    StoreError, UserKey,
 };
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{Value, json};
@@ -209,6 +210,21 @@ pub async fn show(
             message: "Agent popup disabled",
         });
     }
+    // a known agent and a known caller: one store operation where the store has it
+    if let Some(q) = quick(connector, &e) {
+        let hub = state.hub.clone();
+        let online: Online = std::sync::Arc::new(move |id| hub.user_count(id) > 0);
+        if let Some(done) = state.store.quick_popup(q, online).await? {
+            let written = Written {
+                lead: done.lead,
+                candidates: done.candidates,
+                recent: done.recent,
+                record: done.record,
+                outcome: done.outcome,
+            };
+            return deliver(state, connector, &done.agent, written, accepted).await;
+        }
+    }
     // independent lookups go to the store together (one trip on the embedded store)
     let (agent, tag, known) = tokio::join!(
         resolve_agent(state, connector, &e),
@@ -270,6 +286,75 @@ pub async fn show(
         recent
     );
     let (record, outcome) = written?;
+    let written = Written {
+        lead,
+        candidates,
+        recent: recent?,
+        record,
+        outcome,
+    };
+    deliver(state, connector, &agent, written, accepted).await
+}
+
+/// The quick path's request ([`crate::store::Store::quick_popup`]), when the popup can
+/// take it: the agent given by id or number, the lead by id or number, no
+/// opportunity to check, and no click-to-call to link it to (an outbound call
+/// without `LeadId`).
+fn quick(connector: &Connector, e: &CallEvent) -> Option<QuickPopup> {
+    let p = &e.party;
+    if p.opportunity_id.is_some() {
+        return None;
+    }
+    let agent = match (e.user_id, &e.agent_number) {
+        (Some(id), _) => QuickKey::Id(id),
+        (None, Some(n)) => QuickKey::Number(n.as_str().to_owned()),
+        (None, None) => return None,
+    };
+    let lead = match (p.lead_id, &p.lead_number) {
+        (Some(id), _) => QuickKey::Id(id),
+        (None, Some(n)) if p.direction != Direction::Outbound => QuickKey::Number(n.clone()),
+        _ => return None,
+    };
+    Some(QuickPopup {
+        new_id: PopupId::time_ordered(),
+        connector_id: connector.id,
+        call_session_id: e.call_session_id.clone(),
+        agent,
+        lead,
+        display_number: p.display_number.clone(),
+        tag: p.tag.clone(),
+        direction: e.direction,
+        lead_number: e.lead_number.as_ref().map(|n| n.as_str().to_owned()),
+        agent_number: e.agent_number.as_ref().map(|n| n.as_str().to_owned()),
+        max_candidates: MAX_CANDIDATES,
+        recent_calls: RECENT_CALLS,
+    })
+}
+
+/// A popup as written, with what its frame shows.
+struct Written {
+    lead: Lead,
+    candidates: Vec<Lead>,
+    recent: Vec<Activity>,
+    record: PopupRecord,
+    outcome: PopupOutcome,
+}
+
+/// Sends a written popup to the agent's sockets and answers the provider.
+async fn deliver(
+    state: &AppState,
+    connector: &Connector,
+    agent: &User,
+    written: Written,
+    accepted: std::time::Instant,
+) -> Result<PopupAnswer, PopupError> {
+    let Written {
+        lead,
+        candidates,
+        recent,
+        record,
+        outcome,
+    } = written;
     let result = match outcome {
         PopupOutcome::Created => "created",
         PopupOutcome::Updated => "updated",
@@ -293,10 +378,10 @@ pub async fn show(
     let view = PopupView {
         record: &record,
         connector,
-        agent: &agent,
+        agent,
         lead: Some(lead),
         candidates: Some(candidates),
-        recent: Some(recent?),
+        recent: Some(recent),
     };
     let body = popup_json(state, view).await?;
     let delivered = state

@@ -736,6 +736,65 @@ pub struct TelephonyLogFilter {
 
 /// The gateway's persistence. Every method is atomic; `# Errors` for all:
 /// [`StoreError::Unavailable`] when the database fails, plus the variants named.
+/// A popup for a known agent and a known caller, written in one store operation
+/// ([`Store::quick_popup`]): the agent by id or number, the lead by id or number.
+#[derive(Clone, Debug)]
+pub struct QuickPopup {
+    /// The popup's id, when one is created.
+    pub new_id: PopupId,
+    /// The connector.
+    pub connector_id: ConnectorId,
+    /// The provider's call id.
+    pub call_session_id: String,
+    /// `UserId`, else the agent-side number.
+    pub agent: QuickKey<UserId, String>,
+    /// `LeadId`, else the customer number.
+    pub lead: QuickKey<LeadId, PhoneNumber>,
+    /// `DisplayNumber`: its virtual number's tag wins over `tag`.
+    pub display_number: Option<PhoneNumber>,
+    /// The request's tag.
+    pub tag: Option<String>,
+    /// Direction.
+    pub direction: Direction,
+    /// Customer number (E.164).
+    pub lead_number: Option<String>,
+    /// Agent number or extension.
+    pub agent_number: Option<String>,
+    /// Other leads holding the number, at most.
+    pub max_candidates: u32,
+    /// The lead's recent calls, at most.
+    pub recent_calls: u32,
+}
+
+/// A key by id, else by number.
+#[derive(Clone, Debug)]
+pub enum QuickKey<I, N> {
+    /// By id.
+    Id(I),
+    /// By number.
+    Number(N),
+}
+
+/// What [`Store::quick_popup`] wrote and read.
+#[derive(Clone, Debug)]
+pub struct QuickPopupDone {
+    /// The agent.
+    pub agent: User,
+    /// The lead.
+    pub lead: Lead,
+    /// Other leads holding the number.
+    pub candidates: Vec<Lead>,
+    /// The lead's recent calls, newest first.
+    pub recent: Vec<Activity>,
+    /// The popup as stored.
+    pub record: PopupRecord,
+    /// Created, updated or left closed.
+    pub outcome: PopupOutcome,
+}
+
+/// Whether an agent has a socket on this node now (called from the store).
+pub type Online = Arc<dyn Fn(UserId) -> bool + Send + Sync>;
+
 /// How [`Store::user_seeing`] finds the user.
 #[derive(Clone, Copy, Debug)]
 pub enum UserKey<'a> {
@@ -928,6 +987,20 @@ pub trait Store: Send + Sync {
         call: &PopupCall,
         online: bool,
     ) -> StoreResult<(PopupRecord, PopupOutcome)>;
+    /// A popup's lookups and its write in one operation, for a store where that
+    /// saves trips: the agent (active, seeing the connector), the tag, the lead and
+    /// candidates, then [`Store::upsert_popup`] (`online` is asked once the agent is
+    /// known) and the lead's recent calls. `None`, with nothing written, when the
+    /// agent or the lead is not found as asked — the caller then takes the step-by-step
+    /// path, which names the error or creates the lead — or when this store has no
+    /// such operation (the default).
+    async fn quick_popup(
+        &self,
+        _popup: QuickPopup,
+        _online: Online,
+    ) -> StoreResult<Option<QuickPopupDone>> {
+        Ok(None)
+    }
     /// One popup.
     async fn get_popup(&self, id: PopupId) -> StoreResult<Option<PopupRecord>>;
     /// A user's open popups, oldest first.

@@ -21,7 +21,7 @@ use super::{
     StoreError, StoreResult, StoredEvent, TelephonyLogFilter, TelephonyLogRow, UserEvent, UserKey,
     UserWrite, VirtualNumber,
 };
-use super::{CallLoggedPayload, ExpiredPayload};
+use super::{CallLoggedPayload, ExpiredPayload, Online, QuickKey, QuickPopup, QuickPopupDone};
 use crate::domain::connector::{Connector, ConnectorSettings};
 use crate::domain::ids::{
     ActivityId, ConnectorId, LeadId, OpportunityId, OutboxId, PopupId, TeamId, UserId,
@@ -157,6 +157,159 @@ fn next_seq(conn: &Connection, user: &str) -> StoreResult<i64> {
         |r| Ok(r.get(0)?),
     )?
     .ok_or(StoreError::NotFound)
+}
+
+/// Writes a popup (see [`Store::upsert_popup`]): the hot path of every popup: the
+/// user's next seq, the popup written once with it, and its replay event; a closed
+/// popup with this key changes nothing, not even the seq. Inside a write transaction.
+fn write_popup(
+    conn: &Connection,
+    new_id: PopupId,
+    c: &PopupCall,
+    online: bool,
+    now: Timestamp,
+) -> StoreResult<(PopupRecord, PopupOutcome)> {
+    let (connector, user) = (c.connector_id.to_string(), c.user_id.to_string());
+    if let Some(closed) = row(
+        conn,
+        concat!(
+            "SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ? \
+             AND state NOT IN ",
+            open_states!()
+        ),
+        params![connector, c.call_session_id, user],
+        |r| popup_from_row(r),
+    )? {
+        return Ok((closed, PopupOutcome::Closed));
+    }
+    let seq = next_seq(conn, &user)?;
+    let record = row(
+        conn,
+        "INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
+           opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
+           lead_id = excluded.lead_id, candidate_ids = excluded.candidate_ids, \
+           new_lead = (popups.new_lead OR excluded.new_lead), opportunity_id = excluded.opportunity_id, \
+           direction = excluded.direction, lead_number = excluded.lead_number, \
+           agent_number = excluded.agent_number, virtual_number = excluded.virtual_number, \
+           tag = excluded.tag, seq = excluded.seq, updated_at = excluded.updated_at, \
+           state = CASE WHEN popups.state = 'queued' THEN excluded.state ELSE popups.state END \
+         RETURNING *",
+        params![
+            new_id.to_string(),
+            connector,
+            c.call_session_id,
+            user,
+            c.lead_id.to_string(),
+            to_json(&c.candidate_ids),
+            c.new_lead,
+            c.opportunity_id.map(|o| o.to_string()),
+            c.direction.as_str(),
+            c.lead_number,
+            c.agent_number,
+            c.virtual_number,
+            c.tag,
+            if online { "delivered" } else { "queued" },
+            seq,
+            now.millis(),
+            now.millis(),
+        ],
+        |r| popup_from_row(r),
+    )?
+    .ok_or(StoreError::NotFound)?;
+    let (kind, outcome) = if record.id == new_id {
+        ("popup", PopupOutcome::Created)
+    } else {
+        ("popup_update", PopupOutcome::Updated)
+    };
+    exec(
+        conn,
+        "INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES (?, ?, ?, ?, NULL, ?)",
+        params![user, seq, kind, record.id.to_string(), now.millis()],
+    )?;
+    Ok((record, outcome))
+}
+
+/// A lead's last `limit` call activities, newest first.
+fn select_recent_calls(conn: &Connection, lead: LeadId, limit: u32) -> StoreResult<Vec<Activity>> {
+    rows(
+        conn,
+        "SELECT * FROM activities WHERE lead_id = ? AND kind IN ('inbound_call', 'outbound_call') \
+         ORDER BY created_at DESC, id DESC LIMIT ?",
+        params![lead.to_string(), i64::from(limit)],
+        |r| activity_from_row(r),
+    )
+}
+
+/// The user by id or number, and whether they see `connector`.
+fn select_user_seeing(
+    conn: &Connection,
+    who: &QuickKey<UserId, String>,
+    connector: ConnectorId,
+) -> StoreResult<Option<(User, bool)>> {
+    let (sql, key) = match who {
+        QuickKey::Id(id) => (&*USER_SEEING_BY_ID, id.to_string()),
+        QuickKey::Number(n) => (&*USER_SEEING_BY_NUMBER, n.clone()),
+    };
+    row(conn, sql, params![key, connector.to_string()], |r| {
+        Ok((user_from_row(r)?, r.col::<bool>("sees")?))
+    })
+}
+
+/// [`Store::quick_popup`] inside a write transaction; `None` (nothing written) when
+/// the agent or the lead is not found as asked.
+fn quick_popup(
+    conn: &Connection,
+    q: &QuickPopup,
+    online: &Online,
+) -> StoreResult<Option<QuickPopupDone>> {
+    let agent = match select_user_seeing(conn, &q.agent, q.connector_id)? {
+        Some((user, true)) if user.active => user,
+        _ => return Ok(None),
+    };
+    let mut leads = match &q.lead {
+        QuickKey::Id(id) => fetch_lead(conn, *id)?.into_iter().collect(),
+        QuickKey::Number(n) => select_by_number(conn, n.as_str(), q.max_candidates + 1)?,
+    };
+    if leads.is_empty() {
+        return Ok(None);
+    }
+    let lead = leads.remove(0);
+    let vn_tag = match &q.display_number {
+        Some(n) => row(
+            conn,
+            "SELECT tag FROM virtual_numbers WHERE number = ? AND connector_id = ?",
+            params![n.as_str(), q.connector_id.to_string()],
+            |r| Ok(r.get::<_, Option<String>>(0)?),
+        )?
+        .flatten(),
+        None => None,
+    };
+    let call = PopupCall {
+        connector_id: q.connector_id,
+        call_session_id: q.call_session_id.clone(),
+        user_id: agent.id,
+        lead_id: lead.id,
+        candidate_ids: leads.iter().map(|l| l.id).collect(),
+        new_lead: false,
+        opportunity_id: None,
+        direction: q.direction,
+        lead_number: q.lead_number.clone(),
+        agent_number: q.agent_number.clone(),
+        virtual_number: q.display_number.as_ref().map(|n| n.as_str().to_owned()),
+        tag: vn_tag.or_else(|| q.tag.clone()),
+    };
+    let (record, outcome) = write_popup(conn, q.new_id, &call, online(agent.id), Timestamp::now())?;
+    let recent = select_recent_calls(conn, lead.id, q.recent_calls)?;
+    Ok(Some(QuickPopupDone {
+        agent,
+        lead,
+        candidates: leads,
+        recent,
+        record,
+        outcome,
+    }))
 }
 
 /// Runs `sql` (cached); returns the number of rows it changed.
@@ -962,17 +1115,12 @@ impl super::Store for SqliteStore {
         who: UserKey<'_>,
         connector: ConnectorId,
     ) -> StoreResult<Option<(User, bool)>> {
-        let (sql, key) = match who {
-            UserKey::Id(id) => (&*USER_SEEING_BY_ID, id.to_string()),
-            UserKey::Number(n) => (&*USER_SEEING_BY_NUMBER, n.to_owned()),
+        let key = match who {
+            UserKey::Id(id) => QuickKey::Id(id),
+            UserKey::Number(n) => QuickKey::Number(n.to_owned()),
         };
-        let connector = connector.to_string();
         self.engine
-            .read(move |c| {
-                row(c, sql, params![key, connector], |r| {
-                    Ok((user_from_row(r)?, r.col::<bool>("sees")?))
-                })
-            })
+            .read(move |c| select_user_seeing(c, &key, connector))
             .await
     }
 
@@ -1247,15 +1395,7 @@ impl super::Store for SqliteStore {
 
     async fn recent_calls(&self, lead: LeadId, limit: u32) -> StoreResult<Vec<Activity>> {
         self.engine
-            .read(move |c| {
-                rows(
-                    c,
-                    "SELECT * FROM activities WHERE lead_id = ? AND kind IN ('inbound_call', 'outbound_call') \
-                     ORDER BY created_at DESC, id DESC LIMIT ?",
-                    params![lead.to_string(), i64::from(limit)],
-                    |r| activity_from_row(r),
-                )
-            })
+            .read(move |c| select_recent_calls(c, lead, limit))
             .await
     }
 
@@ -1267,72 +1407,18 @@ impl super::Store for SqliteStore {
     ) -> StoreResult<(PopupRecord, PopupOutcome)> {
         let now = Timestamp::now();
         let c = c.clone();
-        // the hot path of every popup: the user's next seq, the popup written once with
-        // it, and its replay event, in one job; a closed popup with this key changes
-        // nothing, not even the seq
         self.engine
-            .write(move |conn| {
-                let (connector, user) = (c.connector_id.to_string(), c.user_id.to_string());
-                if let Some(closed) = row(
-                    conn,
-                    concat!(
-                        "SELECT * FROM popups WHERE connector_id = ? AND call_session_id = ? AND user_id = ? \
-                         AND state NOT IN ",
-                        open_states!()
-                    ),
-                    params![connector, c.call_session_id, user],
-                    |r| popup_from_row(r),
-                )? {
-                    return Ok((closed, PopupOutcome::Closed));
-                }
-                let seq = next_seq(conn, &user)?;
-                let record = row(
-                    conn,
-                    "INSERT INTO popups (id, connector_id, call_session_id, user_id, lead_id, candidate_ids, new_lead, \
-                       opportunity_id, direction, lead_number, agent_number, virtual_number, tag, state, seq, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                     ON CONFLICT (connector_id, call_session_id, user_id) DO UPDATE SET \
-                       lead_id = excluded.lead_id, candidate_ids = excluded.candidate_ids, \
-                       new_lead = (popups.new_lead OR excluded.new_lead), opportunity_id = excluded.opportunity_id, \
-                       direction = excluded.direction, lead_number = excluded.lead_number, \
-                       agent_number = excluded.agent_number, virtual_number = excluded.virtual_number, \
-                       tag = excluded.tag, seq = excluded.seq, updated_at = excluded.updated_at, \
-                       state = CASE WHEN popups.state = 'queued' THEN excluded.state ELSE popups.state END \
-                     RETURNING *",
-                    params![
-                        new_id.to_string(),
-                        connector,
-                        c.call_session_id,
-                        user,
-                        c.lead_id.to_string(),
-                        to_json(&c.candidate_ids),
-                        c.new_lead,
-                        c.opportunity_id.map(|o| o.to_string()),
-                        c.direction.as_str(),
-                        c.lead_number,
-                        c.agent_number,
-                        c.virtual_number,
-                        c.tag,
-                        if online { "delivered" } else { "queued" },
-                        seq,
-                        now.millis(),
-                        now.millis(),
-                    ],
-                    |r| popup_from_row(r),
-                )?
-                .ok_or(StoreError::NotFound)?;
-                let (kind, outcome) = if record.id == new_id {
-                    ("popup", PopupOutcome::Created)
-                } else {
-                    ("popup_update", PopupOutcome::Updated)
-                };
-                exec(
-                    conn,
-                    "INSERT INTO events (user_id, seq, kind, popup_id, payload, created_at) VALUES (?, ?, ?, ?, NULL, ?)",
-                    params![user, seq, kind, record.id.to_string(), now.millis()],
-                )?;
-                Ok((record, outcome))
-            })
+            .write(move |conn| write_popup(conn, new_id, &c, online, now))
+            .await
+    }
+
+    async fn quick_popup(
+        &self,
+        popup: QuickPopup,
+        online: Online,
+    ) -> StoreResult<Option<QuickPopupDone>> {
+        self.engine
+            .write(move |conn| quick_popup(conn, &popup, &online))
             .await
     }
 
