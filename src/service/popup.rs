@@ -14,7 +14,7 @@ use crate::hub::bus::BusSignal;
 use crate::hub::protocol;
 use crate::state::AppState;
 use crate::store::{
-    LeadWrite, Online, PopupCall, PopupOutcome, PopupRecord, PopupState, QuickKey, QuickPopup,
+    LeadWrite, Online, PopupBase, PopupOutcome, PopupRecord, PopupState, QuickKey, QuickPopup,
     StoreError, UserKey,
 };
 use axum::extract::ws::Utf8Bytes;
@@ -255,20 +255,13 @@ pub async fn show(
         known,
     )
     .await?;
-    let call = PopupCall {
-        connector_id: connector.id,
-        call_session_id: e.call_session_id.clone(),
-        user_id: agent.id,
-        lead_id: lead.id,
-        candidate_ids: candidates.iter().map(|l| l.id).collect(),
-        new_lead: created,
-        opportunity_id: party.opportunity_id,
-        direction: e.direction,
-        lead_number: e.lead_number.as_ref().map(|n| n.as_str().to_owned()),
-        agent_number: e.agent_number.as_ref().map(|n| n.as_str().to_owned()),
-        virtual_number: e.display_number.as_ref().map(|n| n.as_str().to_owned()),
+    let call = base(connector, &e).call(
+        agent.id,
+        (lead.id, created),
+        &candidates,
+        party.opportunity_id,
         tag,
-    };
+    );
     // a local socket answers at once; otherwise presence on other nodes decides
     let online = state.hub.user_count(agent.id) > 0 || state.bus.sockets_of(agent.id).await > 0;
     // the lead's recent calls are read beside the popup's write (a new lead has none)
@@ -317,18 +310,26 @@ fn quick(connector: &Connector, e: &CallEvent) -> Option<QuickPopup> {
     };
     Some(QuickPopup {
         new_id: PopupId::time_ordered(),
-        connector_id: connector.id,
-        call_session_id: e.call_session_id.clone(),
+        base: base(connector, e),
         agent,
         lead,
         display_number: p.display_number.clone(),
         tag: p.tag.clone(),
-        direction: e.direction,
-        lead_number: e.lead_number.as_ref().map(|n| n.as_str().to_owned()),
-        agent_number: e.agent_number.as_ref().map(|n| n.as_str().to_owned()),
         max_candidates: MAX_CANDIDATES,
         recent_calls: RECENT_CALLS,
     })
+}
+
+/// A popup's call as the request gives it.
+fn base(connector: &Connector, e: &CallEvent) -> PopupBase {
+    PopupBase {
+        connector_id: connector.id,
+        call_session_id: e.call_session_id.clone(),
+        direction: e.direction,
+        lead_number: e.lead_number.as_ref().map(|n| n.as_str().to_owned()),
+        agent_number: e.agent_number.as_ref().map(|n| n.as_str().to_owned()),
+        virtual_number: e.display_number.as_ref().map(|n| n.as_str().to_owned()),
+    }
 }
 
 /// A popup as written, with what its frame shows.

@@ -453,6 +453,52 @@ pub struct PopupCall {
     pub tag: Option<String>,
 }
 
+/// What a popup's call is as the request gives it, before its agent, lead and tag
+/// are resolved.
+#[derive(Clone, Debug)]
+pub struct PopupBase {
+    /// The connector.
+    pub connector_id: ConnectorId,
+    /// The provider's call id.
+    pub call_session_id: String,
+    /// Direction.
+    pub direction: Direction,
+    /// Customer number (E.164).
+    pub lead_number: Option<String>,
+    /// Agent number or extension.
+    pub agent_number: Option<String>,
+    /// Virtual number (E.164).
+    pub virtual_number: Option<String>,
+}
+
+impl PopupBase {
+    /// The popup's call once resolved: its agent, its lead (created for this call
+    /// or not) and the other leads holding the number, its opportunity and tag.
+    pub fn call(
+        self,
+        user_id: UserId,
+        (lead_id, new_lead): (LeadId, bool),
+        candidates: &[Lead],
+        opportunity_id: Option<OpportunityId>,
+        tag: Option<String>,
+    ) -> PopupCall {
+        PopupCall {
+            connector_id: self.connector_id,
+            call_session_id: self.call_session_id,
+            user_id,
+            lead_id,
+            candidate_ids: candidates.iter().map(|l| l.id).collect(),
+            new_lead,
+            opportunity_id,
+            direction: self.direction,
+            lead_number: self.lead_number,
+            agent_number: self.agent_number,
+            virtual_number: self.virtual_number,
+            tag,
+        }
+    }
+}
+
 /// A popup as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PopupRecord {
@@ -742,10 +788,8 @@ pub struct TelephonyLogFilter {
 pub struct QuickPopup {
     /// The popup's id, when one is created.
     pub new_id: PopupId,
-    /// The connector.
-    pub connector_id: ConnectorId,
-    /// The provider's call id.
-    pub call_session_id: String,
+    /// The call, as the request gives it.
+    pub base: PopupBase,
     /// `UserId`, else the agent-side number.
     pub agent: QuickKey<UserId, String>,
     /// `LeadId`, else the customer number.
@@ -754,12 +798,6 @@ pub struct QuickPopup {
     pub display_number: Option<PhoneNumber>,
     /// The request's tag.
     pub tag: Option<String>,
-    /// Direction.
-    pub direction: Direction,
-    /// Customer number (E.164).
-    pub lead_number: Option<String>,
-    /// Agent number or extension.
-    pub agent_number: Option<String>,
     /// Other leads holding the number, at most.
     pub max_candidates: u32,
     /// The lead's recent calls, at most.

@@ -264,7 +264,7 @@ fn quick_popup(
     q: &QuickPopup,
     online: &Online,
 ) -> StoreResult<Option<QuickPopupDone>> {
-    let agent = match select_user_seeing(conn, &q.agent, q.connector_id)? {
+    let agent = match select_user_seeing(conn, &q.agent, q.base.connector_id)? {
         Some((user, true)) if user.active => user,
         _ => return Ok(None),
     };
@@ -280,26 +280,17 @@ fn quick_popup(
         Some(n) => row(
             conn,
             "SELECT tag FROM virtual_numbers WHERE number = ? AND connector_id = ?",
-            params![n.as_str(), q.connector_id.to_string()],
+            params![n.as_str(), q.base.connector_id.to_string()],
             |r| Ok(r.get::<_, Option<String>>(0)?),
         )?
         .flatten(),
         None => None,
     };
-    let call = PopupCall {
-        connector_id: q.connector_id,
-        call_session_id: q.call_session_id.clone(),
-        user_id: agent.id,
-        lead_id: lead.id,
-        candidate_ids: leads.iter().map(|l| l.id).collect(),
-        new_lead: false,
-        opportunity_id: None,
-        direction: q.direction,
-        lead_number: q.lead_number.clone(),
-        agent_number: q.agent_number.clone(),
-        virtual_number: q.display_number.as_ref().map(|n| n.as_str().to_owned()),
-        tag: vn_tag.or_else(|| q.tag.clone()),
-    };
+    let tag = vn_tag.or_else(|| q.tag.clone());
+    let call = q
+        .base
+        .clone()
+        .call(agent.id, (lead.id, false), &leads, None, tag);
     let (record, outcome) = write_popup(conn, q.new_id, &call, online(agent.id), Timestamp::now())?;
     let recent = select_recent_calls(conn, lead.id, q.recent_calls)?;
     Ok(Some(QuickPopupDone {
