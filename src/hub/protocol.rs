@@ -2,7 +2,7 @@
 //! same bytes are queued to every socket of the user.
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// Close codes (DESIGN.md table).
 pub mod close {
@@ -22,17 +22,33 @@ pub mod close {
     pub const PROTOCOL: u16 = 1008;
 }
 
-/// An event frame: `{"type":kind,"seq":seq, ..payload}`.
+/// An event frame: `{"type":kind,"seq":seq, ..payload}` (the frame's own `type` and
+/// `seq` win over keys of that name in `payload`). Written straight from `payload`,
+/// without copying it into a new object first (a popup is a tree of some hundred
+/// values).
 pub fn event(kind: &str, seq: i64, payload: &Value) -> Utf8Bytes {
-    let mut map = Map::new();
-    map.insert("type".into(), Value::from(kind));
-    map.insert("seq".into(), Value::from(seq));
-    if let Value::Object(p) = payload {
-        for (k, v) in p {
-            map.insert(k.clone(), v.clone());
+    struct Frame<'a> {
+        kind: &'a str,
+        seq: i64,
+        payload: &'a Value,
+    }
+    impl serde::Serialize for Frame<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap as _;
+            let mut map = s.serialize_map(None)?;
+            map.serialize_entry("type", self.kind)?;
+            map.serialize_entry("seq", &self.seq)?;
+            if let Value::Object(p) = self.payload {
+                for (k, v) in p.iter().filter(|(k, _)| *k != "type" && *k != "seq") {
+                    map.serialize_entry(k, v)?;
+                }
+            }
+            map.end()
         }
     }
-    Value::Object(map).to_string().into()
+    let frame = Frame { kind, seq, payload };
+    // a map of strings and JSON values always serialises
+    serde_json::to_string(&frame).unwrap_or_default().into()
 }
 
 /// `{"type":"error","error":{"code","message"}}`
@@ -140,6 +156,10 @@ mod tests {
             v,
             json!({"type": "popup_closed", "seq": 7, "popup_id": "p", "reason": "expired"})
         );
+        assert!(f.as_str().starts_with(r#"{"type":"popup_closed","seq":7,"#));
+        // the frame's own type and seq win
+        let f = event("popup", 8, &json!({"type": "x", "seq": 1, "popup": {}}));
+        assert_eq!(f.as_str(), r#"{"type":"popup","seq":8,"popup":{}}"#);
     }
 
     #[test]
