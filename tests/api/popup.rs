@@ -375,3 +375,62 @@ async fn a_value_with_a_nul_character_is_refused_naming_its_field_and_changes_no
     assert_eq!(lead["error"]["field"], "first_name");
     assert_eq!(app.lead_count().await, 0);
 }
+
+#[tokio::test]
+async fn a_known_caller_gets_the_virtual_numbers_tag_and_an_inactive_agent_is_refused_and_nothing_is_written()
+ {
+    let app = spawn_app().await;
+    let c = app.connector().await;
+    app.sales_number(&c).await;
+    let (_, token) = app.agent("asha@example.com", &["101"]).await;
+    let (ravi, _) = app.agent("ravi@example.com", &["102"]).await;
+    app.admin(
+        axum::http::Method::PATCH,
+        &format!("/api/v1/users/{ravi}"),
+        Some(json!({"active": false})),
+    )
+    .await;
+    let lead = app
+        .create_lead(json!({"first_name": "Meera", "phone": "8611795988"}))
+        .await;
+    let (mut tab, _) = app.agent_socket(&token, None).await;
+    let call = |session: &str, extra: Value| {
+        let mut body = json!({"SourceNumber": "8611795988", "DestinationNumber": "101",
+            "Direction": "Inbound", "CallSessionId": session, "Tag": "Other"});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body.to_string()
+    };
+
+    // the virtual number's tag wins over the request's; without one, the request's
+    let (status, out) = app
+        .post_popup(&c, &call("c1", json!({"DisplayNumber": "08069000000"})))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["Message"]["LeadId"], lead.as_str());
+    let f = tab.expect("popup").await;
+    assert_eq!(f["popup"]["call"]["tag"], "Sales");
+    assert_eq!(f["popup"]["call"]["virtual_number"], "+918069000000");
+    assert_eq!(f["popup"]["new_lead"], false);
+    let (status, out) = app.post_popup(&c, &call("c2", json!({}))).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(tab.expect("popup").await["popup"]["call"]["tag"], "Other");
+
+    // an inactive agent, by number or by id, is refused and the known caller unchanged
+    let by_number = json!({"DestinationNumber": "102"});
+    let by_id = json!({"UserId": ravi});
+    for (extra, code, field) in [
+        (by_number, "AgentNotFound", json!("DestinationNumber")),
+        (by_id, "AgentNotAvailable", Value::Null),
+    ] {
+        let (status, out) = app.post_popup(&c, &call("c3", extra)).await;
+        assert_eq!(status, 422, "{out}");
+        assert_eq!(out["ExceptionType"], code, "{out}");
+        if !field.is_null() {
+            assert_eq!(out["Field"], field);
+        }
+    }
+    assert_eq!(app.lead_count().await, 1);
+    assert!(tab.drain().await.is_empty(), "no other popup may be sent");
+}
