@@ -16,12 +16,14 @@
 //!
 //! Checkpoints: SQLite's automatic checkpoint is off (it would run inside a commit,
 //! with an fsync, holding up every writer behind it). A checkpointer thread with a
-//! connection of its own copies the WAL into the database ten times a second without
-//! stopping the writers; and because the WAL only starts over once a checkpoint has
-//! copied all of it — never, under steady writes, as frames keep arriving during the
-//! copy — it then takes the write lock for a moment and copies the few frames that came
-//! in meanwhile, so the next write restarts the WAL from its beginning (without this
-//! the WAL grew by gigabytes under load).
+//! connection of its own, at a lower CPU priority than the rest of the process, copies
+//! the WAL into the database ten times a second without stopping the writers. The WAL
+//! only starts over once a checkpoint has copied all of it — never, under steady
+//! writes, as frames keep arriving during the copy (without what follows the WAL grew
+//! by gigabytes under load). So once the WAL is long, the checkpointer catches up until
+//! only a few frames are left, flushes to disk what it copied, and hands the engine a
+//! job that finishes the checkpoint between two batches, the writers held for well
+//! under a millisecond; the next write restarts the WAL from its beginning.
 //!
 //! Writers elsewhere in the process (the sqlx pool, for the rest of the store) take
 //! the same process-wide write lock, so the engine never waits in SQLite's busy
@@ -47,21 +49,36 @@ type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
 /// to answer.
 type Work = Box<dyn FnOnce(Option<&Connection>) -> (bool, Answer) + Send>;
 
+/// What a job is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Runs in a read transaction, or in a batch's write transaction.
+    Read,
+    /// Runs in a write transaction.
+    Write,
+    /// Finishes a WAL checkpoint (see the module's comment): runs after the jobs
+    /// queued before it, outside any transaction, holding the write lock.
+    Finish,
+}
+
 struct Job {
-    write: bool,
+    kind: Kind,
     work: Work,
 }
 
 /// How often the checkpointer runs.
 /// (Often: the more frames a checkpoint leaves, the longer the writers wait for it.)
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// WAL frames (pages) beyond which the checkpointer stops the writers to finish a
+/// WAL frames (pages) beyond which the checkpointer has the engine finish a
 /// checkpoint that writes kept from completing (4,096 frames: 16 MiB of 4 KiB pages).
 const RESTART_FRAMES: i64 = 4096;
-/// Frames left to copy at which the checkpointer takes the write lock to finish.
+/// Frames left to copy at which the checkpointer hands the finish to the engine.
 const FINISH_FRAMES: i64 = 64;
-/// Passes without the lock before the checkpointer finishes under it anyway.
+/// Catch-up passes after which the checkpointer hands the finish over anyway.
 const CATCH_UP_PASSES: usize = 8;
+/// The checkpointer thread's nice value, above the process's 0: where it competes
+/// for a core with the threads answering requests, they run first.
+const CHECKPOINTER_NICE: i32 = 10;
 
 /// A handle to the engine thread; cloning shares it. The thread ends when the last
 /// handle is dropped, after the jobs already queued; so does the checkpointer.
@@ -95,12 +112,13 @@ impl Engine {
         )?;
         let checkpoints = Connection::open(path)?;
         checkpoints.busy_timeout(Duration::from_secs(5))?;
+        let mut files = Files::new(path);
         let (stop, stopped) = std::sync::mpsc::sync_channel(0);
-        let lock = write_lock.clone();
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        let engine = jobs.downgrade();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || run_checkpoints(&checkpoints, &stopped, &lock))?;
-        let (jobs, rx) = mpsc::channel(QUEUE);
+            .spawn(move || run_checkpoints(&checkpoints, &mut files, &engine, &stopped))?;
         std::thread::Builder::new()
             .name("sqlite-engine".into())
             .spawn(move || run(&conn, rx, &write_lock))?;
@@ -118,7 +136,7 @@ impl Engine {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
-        self.submit(false, f).await
+        self.submit(Kind::Read, f).await
     }
 
     /// Runs `f` inside a write transaction (a savepoint of the batch's); answers once
@@ -129,10 +147,10 @@ impl Engine {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
-        self.submit(true, f).await
+        self.submit(Kind::Write, f).await
     }
 
-    async fn submit<T, E, F>(&self, write: bool, f: F) -> Result<T, E>
+    async fn submit<T, E, F>(&self, kind: Kind, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -157,7 +175,7 @@ impl Engine {
             (ok, answer)
         });
         self.jobs
-            .send(Job { write, work })
+            .send(Job { kind, work })
             .await
             .map_err(|_| unavailable("the store engine has stopped"))?;
         rx.await
@@ -177,16 +195,19 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     })
 }
 
-/// The checkpointer thread: every [`CHECKPOINT_EVERY`] until `stopped` disconnects.
+/// The checkpointer thread: every [`CHECKPOINT_EVERY`] until `stopped` disconnects
+/// or the engine has stopped.
 fn run_checkpoints(
     conn: &Connection,
+    files: &mut Files,
+    engine: &mpsc::WeakSender<Job>,
     stopped: &std::sync::mpsc::Receiver<()>,
-    write_lock: &Mutex<()>,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     let failed = |e: rusqlite::Error| {
         tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
     };
+    lower_priority(CHECKPOINTER_NICE);
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
         let Ok((mut frames, mut copied)) = checkpoint(conn).map_err(failed) else {
             continue;
@@ -205,11 +226,89 @@ fn run_checkpoints(
             };
             (frames, copied) = now;
         }
-        // ...which the writers wait for: well under a millisecond, where copying the
-        // 100 ms of frames a single pass leaves held them up for 3–5 ms (the p99 of a
-        // popup at 1,000/s)
-        let _lock = write_lock.blocking_lock();
-        let _ = checkpoint(conn).map_err(failed);
+        // ...and flushes to disk what the passes wrote, so that the finishing pass's
+        // own syncs (of the WAL before it copies, of the database after) find almost
+        // nothing left to write: the database's sync would otherwise write out every
+        // page copied since the WAL last started over, milliseconds with every writer
+        // waiting (the p99 of a popup at 1,000/s)...
+        files.flush();
+        // ...and the engine finishes, between two batches
+        let Some(jobs) = engine.upgrade() else {
+            return;
+        };
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        let work: Work = Box::new(move |conn| {
+            let _ = done.send(conn.map(checkpoint));
+            (true, Box::new(|_| {}))
+        });
+        if jobs
+            .blocking_send(Job {
+                kind: Kind::Finish,
+                work,
+            })
+            .is_err()
+        {
+            return;
+        }
+        drop(jobs);
+        if let Ok(Some(Err(e))) = finished.recv() {
+            failed(e);
+        }
+    }
+}
+
+/// Lowers the calling thread's CPU priority to `nice` (Linux: a thread's own nice
+/// value); elsewhere, or when refused, it keeps running as it is.
+fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let me = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(me), nice) {
+            tracing::debug!(error = %e, "the checkpointer keeps its CPU priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// The database file and its WAL, opened to flush them to disk ahead of SQLite
+/// (`fdatasync` writes out a file's dirty pages whichever descriptor they were written
+/// through).
+struct Files {
+    db: std::path::PathBuf,
+    wal: std::path::PathBuf,
+    open: Option<(std::fs::File, std::fs::File)>,
+}
+
+impl Files {
+    fn new(db: &Path) -> Self {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Self {
+            db: db.to_owned(),
+            wal: wal.into(),
+            open: None,
+        }
+    }
+
+    /// Writes both files' dirty pages to disk. On failure it only logs: SQLite's own
+    /// syncs, which follow, are what durability rests on.
+    fn flush(&mut self) {
+        let flushed = self.open().and_then(|(db, wal)| {
+            wal.sync_data()?;
+            db.sync_data()
+        });
+        if let Err(e) = flushed {
+            tracing::debug!(error = %e, "could not flush the database files ahead of a checkpoint");
+        }
+    }
+
+    fn open(&mut self) -> std::io::Result<&(std::fs::File, std::fs::File)> {
+        if self.open.is_none() {
+            let db = std::fs::File::open(&self.db)?;
+            self.open = Some((db, std::fs::File::open(&self.wal)?));
+        }
+        Ok(self.open.as_ref().expect("just opened"))
     }
 }
 
@@ -218,16 +317,24 @@ fn run(conn: &Connection, mut rx: mpsc::Receiver<Job>, write_lock: &Mutex<()>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        // a batch ends at a checkpoint's finish, which runs after it
+        while batch.len() < MAX_BATCH && batch.last().is_some_and(|j| j.kind != Kind::Finish) {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        if batch.iter().any(|j| j.write) {
+        let finish = batch.pop_if(|j| j.kind == Kind::Finish);
+        if batch.iter().any(|j| j.kind == Kind::Write) {
             run_writes(conn, &mut batch, write_lock);
-        } else {
+        } else if !batch.is_empty() {
             run_reads(conn, &mut batch);
+        }
+        if let Some(job) = finish {
+            let lock = write_lock.blocking_lock();
+            let (_, answer) = (job.work)(Some(conn));
+            drop(lock);
+            answer(Ok(()));
         }
     }
 }
@@ -283,7 +390,7 @@ fn run_writes(conn: &Connection, batch: &mut Vec<Job>, write_lock: &Mutex<()>) {
             answers.push((job.work)(None).1);
             continue;
         }
-        if !job.write {
+        if job.kind != Kind::Write {
             answers.push((job.work)(Some(conn)).1);
             continue;
         }
@@ -487,5 +594,45 @@ mod tests {
             values(&engine).await.len(),
             usize::try_from(commits).unwrap_or(0)
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_checkpointer_runs_below_the_rest_of_the_process() {
+        let (_dir, _path, _engine, _lock) = open();
+        // its thread names itself at once; give it a moment to lower its priority
+        let nice_of = |name: &str| {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .filter_map(Result::ok)
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+                })
+                .map(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("stat")).expect("stat");
+                    // after the command name: field 3 onwards; nice is field 19
+                    let rest = stat.rsplit_once(')').expect("comm").1;
+                    rest.split_whitespace()
+                        .nth(16)
+                        .expect("nice")
+                        .parse::<i32>()
+                        .expect("a number")
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut nice = Vec::new();
+        for _ in 0..100 {
+            nice = nice_of("sqlite-checkpoi");
+            if nice.iter().all(|&n| n == CHECKPOINTER_NICE) && !nice.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(!nice.is_empty(), "no checkpointer thread");
+        assert!(
+            nice.iter().all(|&n| n == CHECKPOINTER_NICE),
+            "checkpointer nice values: {nice:?}"
+        );
+        assert!(nice_of("sqlite-engine").iter().all(|&n| n == 0));
     }
 }

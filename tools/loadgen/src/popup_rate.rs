@@ -53,6 +53,11 @@ pub struct Args {
     /// The gateway's pid: report its CPU share and memory too.
     #[arg(long)]
     pub gateway_pid: Option<u32>,
+    /// Also write every measured popup as a CSV row to this file (when it was sent, in
+    /// Unix milliseconds, and its round trip), to line slow popups up with what the
+    /// gateway was doing then.
+    #[arg(long)]
+    pub samples_csv: Option<std::path::PathBuf>,
 }
 
 /// A popup in flight.
@@ -77,6 +82,8 @@ struct Seen {
     /// From the popup being due to the frame being read (includes the load tool's
     /// own lateness in sending).
     from_due: Vec<Duration>,
+    /// When each measured popup was sent, beside `rtt`.
+    sent: Vec<Instant>,
     unexpected: usize,
 }
 
@@ -125,6 +132,28 @@ fn process_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     get(14) + get(15)
+}
+
+/// Writes one CSV row per popup: when it was sent (Unix ms) and its round trip (ms).
+fn write_samples(
+    path: &std::path::Path,
+    sent: &[Instant],
+    rtt: &[Duration],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    // an Instant has no epoch: anchor both clocks at one moment
+    let (now, unix_now) = (Instant::now(), std::time::SystemTime::now());
+    let unix_ms = |at: Instant| {
+        let unix = unix_now - now.saturating_duration_since(at);
+        unix.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "sent_unix_ms,rtt_ms")?;
+    for (at, rtt) in sent.iter().zip(rtt) {
+        writeln!(out, "{:.3},{:.3}", unix_ms(*at), stats::ms(*rtt))?;
+    }
+    out.flush()
 }
 
 /// Runs `popup-rate` and prints its table and JSON line.
@@ -188,6 +217,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                                     let sent = f.sent.unwrap_or(f.due);
                                     seen.rtt.push(at.saturating_duration_since(sent));
                                     seen.from_due.push(at.saturating_duration_since(f.due));
+                                    seen.sent.push(sent);
                                 }
                                 Some(_) => {}
                                 None => seen.unexpected += 1,
@@ -308,14 +338,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for r in readers {
         r.abort();
     }
-    let (rtt, from_due, unexpected) = match seen.lock() {
+    let (rtt, from_due, sent, unexpected) = match seen.lock() {
         Ok(mut s) => (
             std::mem::take(&mut s.rtt),
             std::mem::take(&mut s.from_due),
+            std::mem::take(&mut s.sent),
             s.unexpected,
         ),
-        Err(_) => (Vec::new(), Vec::new(), 0),
+        Err(_) => (Vec::new(), Vec::new(), Vec::new(), 0),
     };
+    if let Some(path) = &args.samples_csv {
+        write_samples(path, &sent, &rtt)
+            .with_context(|| format!("writing the samples to {}", path.display()))?;
+    }
     let (errors, error_samples) = http_errors
         .lock()
         .map(|e| (e.0, e.1.clone()))
@@ -373,4 +408,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     println!("{line}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_one_row_per_popup_with_its_send_time_and_round_trip() {
+        let dir = std::env::temp_dir().join(format!("loadgen-samples-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("samples.csv");
+        let now = Instant::now();
+        let sent = [now - Duration::from_secs(2), now - Duration::from_secs(1)];
+        let rtt = [Duration::from_micros(1500), Duration::from_micros(250)];
+        write_samples(&path, &sent, &rtt).expect("written");
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::remove_dir_all(&dir).ok();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "sent_unix_ms,rtt_ms");
+        let row = |i: usize| {
+            let (at, rtt) = lines[i].split_once(',').expect("two columns");
+            (at.parse::<f64>().expect("a time"), rtt.to_owned())
+        };
+        let ((first, rtt1), (second, rtt2)) = (row(1), row(2));
+        assert_eq!((rtt1.as_str(), rtt2.as_str()), ("1.500", "0.250"));
+        assert!(
+            (second - first - 1000.0).abs() < 1.0,
+            "{first} then {second}"
+        );
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+            * 1000.0;
+        assert!(
+            (unix_now - first - 2000.0).abs() < 1000.0,
+            "{first} is not 2 s ago"
+        );
+    }
 }
