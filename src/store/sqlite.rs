@@ -575,8 +575,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             // No checkpoint on commit: SQLite's automatic one runs in whichever commit
             // crosses 1,000 WAL pages and fsyncs there, holding up that request and every
-            // writer behind it (100+ ms tails under load). A task of the store's own
-            // checkpoints every second instead, beside the writers.
+            // writer behind it (100+ ms tails under load). The engine's checkpointer
+            // thread checkpoints beside the writers instead (see engine.rs).
             .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
