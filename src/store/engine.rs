@@ -294,21 +294,22 @@ impl Files {
     /// Writes both files' dirty pages to disk. On failure it only logs: SQLite's own
     /// syncs, which follow, are what durability rests on.
     fn flush(&mut self) {
-        let flushed = self.open().and_then(|(db, wal)| {
-            wal.sync_data()?;
-            db.sync_data()
-        });
-        if let Err(e) = flushed {
+        if let Err(e) = self.try_flush() {
             tracing::debug!(error = %e, "could not flush the database files ahead of a checkpoint");
         }
     }
 
-    fn open(&mut self) -> std::io::Result<&(std::fs::File, std::fs::File)> {
-        if self.open.is_none() {
-            let db = std::fs::File::open(&self.db)?;
-            self.open = Some((db, std::fs::File::open(&self.wal)?));
-        }
-        Ok(self.open.as_ref().expect("just opened"))
+    fn try_flush(&mut self) -> std::io::Result<()> {
+        let (db, wal) = match self.open.take() {
+            Some(files) => files,
+            None => (
+                std::fs::File::open(&self.db)?,
+                std::fs::File::open(&self.wal)?,
+            ),
+        };
+        let flushed = wal.sync_data().and_then(|()| db.sync_data());
+        self.open = Some((db, wal));
+        flushed
     }
 }
 
